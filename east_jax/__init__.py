@@ -1,0 +1,1 @@
+"""east_jax: Extreme Adaptive Sparse Training (EAST) of ResNets in JAX/Flax."""

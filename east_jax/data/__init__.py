@@ -1,0 +1,1 @@
+"""Data: offline tfds builders, the grain input pipeline, augmentation."""

@@ -1,0 +1,161 @@
+"""ResNet-18/34/50 (post-activation, v1.5) with CIFAR and ImageNet stems.
+
+`conv` and `act` are injected module factories: sparse training swaps in
+shared convolutions, EAST swaps in DyReLU. Convolutions have no bias, the
+classifier has no bias, projection shortcuts are 1x1 conv + BatchNorm.
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from east_jax.errors import UserInputError
+
+ModuleDef = Any
+
+# Kaiming-normal (fan_out), as torchvision initialises ResNet convolutions.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class ReLU(nn.Module):
+  """Plain ReLU as a module, so that activations are injectable like convs."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.relu(x)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions (ResNet-18/34)."""
+
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: ModuleDef
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
+    y = self.norm(name="bn1")(y)
+    y = self.act(name="act1")(y)
+    y = self.conv(self.filters, (3, 3), 1, name="conv2")(y)
+    y = self.norm(name="bn2")(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters, (1, 1), self.strides, name="shortcut_conv")(residual)
+      residual = self.norm(name="shortcut_bn")(residual)
+    return self.act(name="act_out")(residual + y)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (strided) -> 1x1 x4 (ResNet-50, torchvision v1.5)."""
+
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: ModuleDef
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (1, 1), 1, name="conv1")(x)
+    y = self.norm(name="bn1")(y)
+    y = self.act(name="act1")(y)
+    y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
+    y = self.norm(name="bn2")(y)
+    y = self.act(name="act2")(y)
+    y = self.conv(self.filters * self.expansion, (1, 1), 1, name="conv3")(y)
+    y = self.norm(name="bn3")(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters * self.expansion, (1, 1), self.strides,
+                           name="shortcut_conv")(residual)
+      residual = self.norm(name="shortcut_bn")(residual)
+    return self.act(name="act_out")(residual + y)
+
+
+class ResNet(nn.Module):
+  """ResNet over NHWC images.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (3, 4, 6, 3).
+    block_cls: BasicBlock or Bottleneck.
+    num_classes: classifier outputs.
+    width: channels of the first stage (64 in the paper); stage i has width * 2**i.
+    stem: "cifar" (3x3 stride 1, no max-pool) or "imagenet" (7x7 stride 2 + max-pool).
+    conv: convolution factory, called as conv(features, kernel_size, strides, name=...).
+    act: activation module factory, called as act(name=...)(x).
+    bn_axis_name: mesh axis over which BatchNorm statistics are averaged (None: local).
+    dtype: computation dtype.
+  """
+
+  stage_sizes: Sequence[int]
+  block_cls: ModuleDef
+  num_classes: int
+  width: int = 64
+  stem: str = "cifar"
+  conv: Callable[..., nn.Module] | None = None
+  act: ModuleDef = ReLU
+  bn_axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    conv = self.conv or functools.partial(_conv, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    x = x.astype(self.dtype)
+    if self.stem == "cifar":
+      x = conv(self.width, (3, 3), 1, name="stem_conv")(x)
+    else:
+      x = conv(self.width, (7, 7), 2, name="stem_conv")(x)
+    x = norm(name="stem_bn")(x)
+    x = self.act(name="stem_act")(x)
+    if self.stem == "imagenet":
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
+                           name=f"stage{i + 1}_block{j}")(x)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="classifier")(x)
+    return x.astype(jnp.float32)
+
+
+def _conv(features, kernel_size, strides, *, name, dtype):
+  """A bias-free 'SAME'-style convolution with torch-compatible padding."""
+  padding = tuple((k // 2, k // 2) for k in kernel_size)
+  return nn.Conv(features, kernel_size, strides=(strides, strides), padding=padding,
+                 use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
+
+
+_ARCHS = {
+    "resnet18": ((2, 2, 2, 2), BasicBlock),
+    "resnet34": ((3, 4, 6, 3), BasicBlock),
+    "resnet50": ((3, 4, 6, 3), Bottleneck),
+}
+MODEL_NAMES = tuple(_ARCHS)
+
+
+def create_model(name: str, *, num_classes: int, width: int = 64, stem: str = "cifar",
+                 stage_sizes: Sequence[int] | None = None, **kwargs) -> ResNet:
+  """Builds a ResNet by name; `stage_sizes` overrides the depth (tiny variants)."""
+  if name not in _ARCHS:
+    raise UserInputError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} "
+                         "(config.model.name).")
+  if stem not in ("cifar", "imagenet"):
+    raise UserInputError(f"Unknown stem {stem!r}: use 'cifar' or 'imagenet' (config.model.stem).")
+  if width < 1:
+    raise UserInputError(f"config.model.width must be >= 1, got {width}.")
+  default_sizes, block_cls = _ARCHS[name]
+  sizes = tuple(stage_sizes) if stage_sizes else default_sizes
+  if not sizes or min(sizes) < 1:
+    raise UserInputError(f"config.model.stage_sizes must be positive block counts, got {sizes}.")
+  return ResNet(stage_sizes=sizes, block_cls=block_cls, num_classes=num_classes, width=width,
+                stem=stem, **kwargs)
