@@ -1,0 +1,49 @@
+"""Defaults shared by every experiment: the CIFAR recipe of METHOD.md section 5.
+
+Not meant to be run by itself; experiment configs import it and override fields.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet34"        # resnet18 | resnet34 | resnet50
+  config.model.width = 64               # channels of the first stage
+  config.model.stage_sizes = ()         # () = the architecture's own, e.g. (3, 4, 6, 3)
+  config.model.stem = "cifar"           # cifar (3x3 s1) | imagenet (7x7 s2 + max-pool)
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "cifar10"
+  config.dataset.data_dir = ""          # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.dataset.validation_fraction = 0.1  # held-out tail of the train split
+  config.dataset.augment = ""           # "" = the dataset's default: pad_crop | inception | none
+  config.dataset.pad = -1               # pad_crop padding; -1 = the dataset's default
+  config.dataset.image_size = 0         # inception crop size; 0 = the dataset's default
+  config.dataset.mean = ()              # () = the dataset's default normalisation
+  config.dataset.std = ()
+  config.dataset.num_threads = 4        # grain reader threads
+
+  config.batch_size = 128               # global, over all devices and processes
+  config.eval_batch_size = 512
+  config.num_epochs = 250.0
+  config.num_train_steps = -1           # > 0: run exactly this many steps (schedules fit it)
+
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 1e-4
+  config.grad_clip_norm = 1.0
+  config.lr_decay_at = (0.5, 0.75)      # fractions of training
+  config.lr_decay_factor = 0.1
+  config.warmup_epochs = 0.0
+
+  config.log_every_steps = 100
+  config.eval_every_steps = -1          # -1 = once per epoch
+  config.eval_splits = ("validation", "test")
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 3
+  return config

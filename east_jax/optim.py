@@ -1,0 +1,31 @@
+"""The optimizer of the training recipe (METHOD.md section 5), built from the config.
+
+SGD with (Nesterov) momentum, decoupled from nothing: weight decay is added to the
+gradient after global-norm clipping, as torch.optim.SGD does after clip_grad_norm_.
+"""
+
+import optax
+
+
+def create_learning_rate_fn(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+  """Linear warm-up (optional), then the base rate multiplied by `lr_decay_factor`
+  at each fraction of training in `lr_decay_at` (a multistep schedule)."""
+  boundaries = {int(round(f * total_steps)): config.lr_decay_factor for f in config.lr_decay_at}
+  schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+  if warmup_steps == 0:
+    return schedule
+  warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
+  return optax.join_schedules([warmup, schedule], [warmup_steps])
+
+
+def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+  """clip_by_global_norm -> weight decay -> SGD(momentum, nesterov)."""
+  parts = []
+  if config.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.weight_decay > 0:
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  parts.append(optax.sgd(learning_rate_fn, momentum=config.momentum or None,
+                         nesterov=config.nesterov))
+  return optax.chain(*parts)

@@ -1,0 +1,218 @@
+"""Training and evaluation: TrainState, create_train_state, train_step, eval_step,
+train_and_evaluate.
+
+`train_step` and `eval_step` are per-device functions over the local shard of a
+batch; `make_train_step` / `make_eval_step` wrap them in `jax.shard_map` over the
+`data` mesh axis and `jax.jit`.
+"""
+
+import functools
+import json
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from jax.sharding import PartitionSpec as P
+
+from east_jax import checkpointing
+from east_jax import config_validation
+from east_jax import metrics as metrics_lib
+from east_jax import optim
+from east_jax import parallel
+from east_jax.data import pipeline
+from east_jax.errors import UserInputError
+from east_jax.models import create_model
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; a pytree that checkpoints as a whole."""
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+
+
+def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
+  """Initialises the model and optimizer, replicated over `mesh`."""
+
+  def init(rng):
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
+  """One SGD step on this device's shard of the global batch (inside shard_map).
+
+  The loss is the mean over the global batch (pmean of the local means, shards are
+  equal-sized), so its gradient w.r.t. the replicated params is the global-batch
+  gradient; BatchNorm statistics are reduced over the mesh by the model itself.
+  """
+
+  def loss_fn(params):
+    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                  batch["image"], train=True, mutable=["batch_stats"])
+    loss = jax.lax.pmean(cross_entropy(logits, batch["label"]).mean(), parallel.DATA_AXIS)
+    return loss, (logits, updates["batch_stats"])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == batch["label"]), parallel.DATA_AXIS)
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state)
+  return new_state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(state: TrainState, batch: dict, *, model) -> dict:
+  """Sums of loss, correct predictions and real examples over the global batch;
+  padded examples (mask 0) count for nothing."""
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                       batch["image"], train=False)
+  mask = batch["mask"]
+  sums = {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+          "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+          "count": jnp.sum(mask)}
+  return jax.lax.psum(sums, parallel.DATA_AXIS)
+
+
+def make_train_step(model, tx, mesh):
+  """`train_step` under shard_map over the mesh and jit; the input state is donated."""
+  step = jax.shard_map(functools.partial(train_step, model=model, tx=tx), mesh=mesh,
+                       in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()))
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model, mesh):
+  step = jax.shard_map(functools.partial(eval_step, model=model), mesh=mesh,
+                       in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
+  return jax.jit(step)
+
+
+def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
+  """Loss and accuracy over every example of `split`, each counted exactly once."""
+  totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+  for batch in pipeline.eval_batches(ds, split, global_batch_size=config.eval_batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count(),
+                                     num_threads=config.dataset.num_threads):
+    sums = jax.device_get(p_eval_step(state, parallel.global_batch(batch, mesh)))
+    totals = {k: totals[k] + float(sums[k]) for k in totals}
+  return {f"{split}_loss": totals["loss"] / totals["count"],
+          f"{split}_accuracy": totals["correct"] / totals["count"],
+          f"{split}_examples": totals["count"]}
+
+
+def _prepare_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserInputError(f"Cannot create workdir {workdir!r}: {e.strerror}. Pass --workdir=<a "
+                         "writable folder>.") from None
+  if not os.access(workdir, os.W_OK):
+    raise UserInputError(f"Workdir {workdir!r} is not writable. Pass --workdir=<a writable folder>.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+  Returns the final evaluation metrics.
+  """
+  config_validation.validate(config)
+  _prepare_workdir(workdir)
+  mesh = parallel.create_mesh()
+  config_validation.validate_for_devices(config, mesh.size)
+  ds = pipeline.load_dataset(config.dataset)
+
+  steps_per_epoch = ds.num_examples("train") // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserInputError(f"config.batch_size={config.batch_size} exceeds the "
+                         f"{ds.num_examples('train')} training examples of {ds.name}.")
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else int(round(config.num_epochs * steps_per_epoch)))
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+
+  model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
+                       stem=config.model.stem, stage_sizes=config.model.stage_sizes,
+                       bn_axis_name=parallel.DATA_AXIS)
+  learning_rate_fn = optim.create_learning_rate_fn(config, total_steps, steps_per_epoch)
+  tx = optim.create_optimizer(config, learning_rate_fn)
+  state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
+
+  train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count(),
+                                       num_threads=config.dataset.num_threads)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    state, data_state = restored
+    train_iter.set_state(data_state)
+  start_step = int(state.step)
+
+  writer = metrics_lib.MetricWriter(workdir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  p_train_step = make_train_step(model, tx, mesh)
+  p_eval_step = make_eval_step(model, mesh)
+
+  pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
+  eval_metrics = {}
+  log_start_time, log_start_step = time.time(), start_step
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_chief,
+                       desc=f"train {ds.name}", unit="step", dynamic_ncols=True)
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = parallel.global_batch(next(train_iter), mesh)
+      state, step_metrics = p_train_step(state, batch)
+      pending.append(step_metrics)
+      progress.update()
+      is_last = step == total_steps
+      if step % config.log_every_steps == 0 or is_last or step % config.checkpoint_every_steps == 0:
+        records = jax.device_get(pending)
+        metrics_lib.check_finite([r["loss"] for r in records], step - len(records) + 1)
+        summary = {f"train_{k}": v for k, v in metrics_lib.mean_of(records).items()}
+        elapsed = time.time() - log_start_time
+        summary["images_per_second"] = (step - log_start_step) * config.batch_size / elapsed
+        summary["learning_rate"] = float(learning_rate_fn(step - 1))
+        summary["epoch"] = step / steps_per_epoch
+        writer.write(step, summary)
+        progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
+                             acc=f"{summary['train_accuracy']:.3f}")
+        pending = []
+        log_start_time, log_start_step = time.time(), step
+      if step % eval_every == 0 or is_last:
+        eval_metrics = {}
+        for split in config.eval_splits:
+          eval_metrics.update(evaluate(p_eval_step, state, ds, split, config, mesh))
+        writer.write(step, eval_metrics)
+        progress.write(f"step {step}: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
+        log_start_time = time.time()  # Evaluation time is not training throughput.
+      if step % config.checkpoint_every_steps == 0 or is_last:
+        checkpointer.save(step, state, train_iter.get_state())
+  finally:
+    progress.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  if is_chief and eval_metrics:
+    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+      json.dump({"step": total_steps, **eval_metrics}, f, indent=2)
+  return eval_metrics
