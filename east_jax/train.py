@@ -127,10 +127,11 @@ def _prepare_workdir(workdir: str) -> None:
     raise UserInputError(f"Workdir {workdir!r} is not writable. Pass --workdir=<a writable folder>.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
-  Returns the final evaluation metrics.
+  Returns the final train state; the final evaluation is in
+  `<workdir>/final_metrics.json`, every logged value in `<workdir>/metrics.jsonl`.
   """
   config_validation.validate(config)
   _prepare_workdir(workdir)
@@ -215,4 +216,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump({"step": total_steps, **eval_metrics}, f, indent=2)
-  return eval_metrics
+  return state

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up and run the test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup.sh
+PYTHON=${PYTHON:-python3}
+exec "$PYTHON" -m pytest -q tests "$@"

@@ -1,0 +1,60 @@
+"""Test set-up: 8 simulated CPU devices, and a small real Fashion-MNIST prepared locally.
+
+The device count must be fixed before JAX initialises its backend, hence here.
+"""
+
+import gzip
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+
+import chex  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from east_jax.data import builders  # noqa: E402
+
+chex.set_n_cpu_devices(8)
+
+NUM_TRAIN, NUM_TEST = 640, 200
+
+
+def write_idx(path, array):
+  """Writes a uint8 array as a gzipped IDX file."""
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(d).to_bytes(4, "big") for d in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def fmnist_arrays():
+  """The first images of the real Fashion-MNIST (Debian's dataset-fashion-mnist)."""
+  src = builders.FASHION_MNIST_DIR
+  if not os.path.isdir(src):
+    pytest.fail(f"{src} is missing: `apt-get install dataset-fashion-mnist` (.ci/run does it).")
+  out = {}
+  for split, (images, labels) in builders._IDX_FILES.items():
+    n = NUM_TRAIN if split == "train" else NUM_TEST
+    out[split] = (builders.read_idx(os.path.join(src, images))[:n],
+                  builders.read_idx(os.path.join(src, labels))[:n])
+  return out
+
+
+@pytest.fixture(scope="session")
+def fmnist_idx_dir(tmp_path_factory, fmnist_arrays):
+  """IDX files holding a real Fashion-MNIST subset."""
+  idx_dir = tmp_path_factory.mktemp("idx")
+  for split, (images_file, labels_file) in builders._IDX_FILES.items():
+    write_idx(idx_dir / images_file, fmnist_arrays[split][0])
+    write_idx(idx_dir / labels_file, fmnist_arrays[split][1])
+  return str(idx_dir)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, fmnist_idx_dir):
+  """A tfds data_dir with `fashion_mnist` prepared by our IDX builder."""
+  data_dir = tmp_path_factory.mktemp("tfds")
+  builders.prepare_fashion_mnist_idx(str(data_dir), fmnist_idx_dir)
+  return str(data_dir)

@@ -1,0 +1,29 @@
+"""Small configs shared by the tests."""
+
+import ml_collections
+
+from configs import default
+
+
+def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
+  """A few-second Fashion-MNIST run: a 2-stage ResNet of width 4."""
+  config = default.get_config()
+  config.model.name = "resnet18"
+  config.model.width = 4
+  config.model.stage_sizes = (1, 1)
+  config.dataset.name = "fashion_mnist"
+  config.dataset.data_dir = data_dir
+  config.dataset.num_threads = 2
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

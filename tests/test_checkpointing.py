@@ -1,0 +1,80 @@
+"""Interrupt-and-resume gives the uninterrupted result; a killed save loses nothing."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from east_jax import checkpointing, train
+from east_jax.data import pipeline
+from tests.helpers import tiny_config
+
+
+class _Interrupting:
+  """Wraps a train iterator; raises KeyboardInterrupt on the `fail_at`-th batch."""
+
+  def __init__(self, inner, fail_at):
+    self._inner, self._fail_at, self._calls = inner, fail_at, 0
+
+  def __next__(self):
+    self._calls += 1
+    if self._calls == self._fail_at:
+      raise KeyboardInterrupt("simulated preemption")
+    return next(self._inner)
+
+  def get_state(self):
+    return self._inner.get_state()
+
+  def set_state(self, state):
+    self._inner.set_state(state)
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(data_dir, tmp_path, monkeypatch):
+  config = tiny_config(data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=6)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+
+  workdir = str(tmp_path / "b")
+  real_iterator = pipeline.train_iterator
+  # Steps 1-4 run, the checkpoint of step 3 is written, the 5th batch never arrives:
+  # step 4 is lost and must be redone with the same batch.
+  monkeypatch.setattr(pipeline, "train_iterator",
+                      lambda *a, **k: _Interrupting(real_iterator(*a, **k), fail_at=5))
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+  monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == 6
+  _assert_trees_equal(resumed.params, uninterrupted.params)
+  _assert_trees_equal(resumed.batch_stats, uninterrupted.batch_stats)
+  _assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+
+
+def test_a_save_killed_halfway_leaves_the_previous_checkpoint(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_train_steps=3, checkpoint_every_steps=3, eval_every_steps=3)
+  workdir = str(tmp_path / "run")
+  finished = train.train_and_evaluate(config, workdir)
+  # What a process killed during the save of step 6 leaves behind: a temporary folder.
+  partial = os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp", "state")
+  os.makedirs(partial)
+  with open(os.path.join(partial, "garbage"), "wb") as f:
+    f.write(b"\x00" * 100)
+
+  checkpointer = checkpointing.Checkpointer(workdir, keep=3)
+  assert checkpointer.latest_step() == 3
+  restored, data_state = checkpointer.restore_latest(finished)
+  checkpointer.close()
+  _assert_trees_equal(restored.params, finished.params)
+  assert data_state == {"next_index": 3}
+
+  # Continuing the run on the same workdir resumes from step 3 and saves step 6.
+  continued = train.train_and_evaluate(tiny_config(data_dir, num_train_steps=6,
+                                                   checkpoint_every_steps=3), workdir)
+  assert int(continued.step) == 6
+  assert "6" in os.listdir(os.path.join(workdir, "checkpoints"))

@@ -1,0 +1,52 @@
+"""Bad input fails early with a message that says what to do, never a JAX stack trace."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from east_jax import train
+from east_jax.errors import UserInputError
+from tests.helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"dataset.name": "no_such_data"}, "Unknown dataset 'no_such_data'"),
+    ({"model.name": "resnet99"}, "Unknown model 'resnet99'"),
+    ({"batch_size": 0}, "config.batch_size must be a positive integer"),
+    ({"batch_size": -32}, "config.batch_size must be a positive integer"),
+    ({"eval_batch_size": 0}, "config.eval_batch_size must be a positive integer"),
+    ({"batch_size": 12}, "config.batch_size=12 is not divisible by the 8 devices"),
+    ({"eval_splits": ("train",)}, "config.eval_splits: unknown split"),
+    ({"dataset.validation_fraction": 1.5}, "validation_fraction must be in"),
+    ({"checkpoint_every_steps": 0}, "config.checkpoint_every_steps must be > 0"),
+])
+def test_bad_config_values(data_dir, tmp_path, overrides, message):
+  with pytest.raises(UserInputError, match=message):
+    train.train_and_evaluate(tiny_config(data_dir, **overrides), str(tmp_path / "run"))
+
+
+def test_unprepared_dataset(tmp_path):
+  config = tiny_config(str(tmp_path / "empty"), **{"dataset.name": "cifar10"})
+  with pytest.raises(UserInputError, match="'cifar10' is not prepared.*east_jax.data.prepare"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_workdir_under_a_file(data_dir, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(UserInputError, match="Cannot create workdir"):
+    train.train_and_evaluate(tiny_config(data_dir), str(blocker / "run"))
+
+
+def test_cli_prints_one_line_error_without_traceback(data_dir, tmp_path):
+  cmd = [sys.executable, "-m", "east_jax.main", "--config=configs/fashion_mnist_r18.py",
+         f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={data_dir}",
+         "--config.batch_size=0"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert "error: config.batch_size must be a positive integer" in proc.stderr
+  assert "Traceback" not in proc.stderr

@@ -1,0 +1,123 @@
+"""Train step semantics: loss goes down, 1 device == 8 devices, NaN guard, end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from east_jax import metrics, parallel, train
+from east_jax.data import pipeline
+from east_jax.models import create_model
+from tests.helpers import tiny_config
+
+
+def _setup(data_dir, devices, tx):
+  mesh = parallel.create_mesh(devices)
+  ds = pipeline.load_dataset(tiny_config(data_dir).dataset)
+  model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1),
+                       bn_axis_name=parallel.DATA_AXIS)
+  state = train.create_train_state(jax.random.key(0), model, tx, ds.image_shape, mesh)
+  batch = next(pipeline.train_iterator(ds, global_batch_size=32, seed=0))
+  return mesh, model, state, batch
+
+
+def test_one_train_step_lowers_the_loss_on_a_fixed_batch(data_dir):
+  tx = optax.sgd(0.05)
+  mesh, model, state, batch = _setup(data_dir, jax.devices()[:1], tx)
+  step = train.make_train_step(model, tx, mesh)
+  batch = parallel.global_batch(batch, mesh)
+  state, first = step(state, batch)
+  _, second = step(state, batch)
+  assert float(second["loss"]) < float(first["loss"])
+
+
+def _reference_grads(model, state, batch):
+  """Gradient of the full-batch mean loss computed without any mapping."""
+  local_model = model.clone(bn_axis_name=None)
+
+  def loss_fn(params):
+    logits, _ = local_model.apply({"params": params, "batch_stats": state.batch_stats},
+                                  batch["image"], train=True, mutable=["batch_stats"])
+    return train.cross_entropy(logits, batch["label"]).mean()
+
+  return jax.grad(loss_fn)(state.params)
+
+
+def test_one_and_eight_devices_give_the_same_gradients_and_parameters(data_dir):
+  assert jax.device_count() == 8
+  lr = 0.1
+  tx = optax.sgd(lr)  # Plain SGD: the first update is exactly -lr * gradient.
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh, model, state, batch = _setup(data_dir, devices, tx)
+    initial = jax.device_get(state)
+    step = train.make_train_step(model, tx, mesh)
+    state, _ = step(state, parallel.global_batch(batch, mesh))
+    grads = jax.tree.map(lambda a, b: (a - b) / lr, initial.params, jax.device_get(state.params))
+    state, _ = step(state, parallel.global_batch(batch, mesh))
+    results.append((grads, jax.device_get(state.params), jax.device_get(state.batch_stats)))
+  (g1, p1, s1), (g8, p8, s8) = results
+  # The gradient of the global-batch mean loss, not N times it (the shard_map trap).
+  reference = _reference_grads(model, initial, batch)
+  tol = dict(rtol=2e-4, atol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), g1, reference)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), g8, reference)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), p1, p8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), s1, s8)
+
+
+def test_eval_counts_every_example_once_on_eight_devices(data_dir):
+  tx = optax.sgd(0.1)
+  mesh, model, state, _ = _setup(data_dir, jax.devices(), tx)
+  config = tiny_config(data_dir, eval_batch_size=64)
+  ds = pipeline.load_dataset(config.dataset)
+  result = train.evaluate(train.make_eval_step(model, mesh), state, ds, "test", config, mesh)
+  assert result["test_examples"] == ds.num_examples("test")
+  # Same numbers from a plain loop over the examples.
+  source = ds.source("test")
+  images = np.stack([pipeline._eval_transform(ds, source[i])["image"] for i in range(len(source))])
+  labels = np.array([source[i]["label"] for i in range(len(source))])
+  logits = model.clone(bn_axis_name=None).apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
+  np.testing.assert_allclose(result["test_accuracy"], np.mean(np.argmax(logits, -1) == labels),
+                             atol=1e-6)
+  np.testing.assert_allclose(result["test_loss"],
+                             np.mean(train.cross_entropy(logits, labels)), rtol=1e-4)
+
+
+def test_check_finite_names_the_first_bad_step():
+  metrics.check_finite([1.0, 0.5], first_step=10)
+  with pytest.raises(FloatingPointError, match="nan at step 12"):
+    metrics.check_finite([1.0, 0.9, float("nan"), float("inf")], first_step=10)
+
+
+def test_divergence_stops_the_run_with_the_step(data_dir, tmp_path):
+  config = tiny_config(data_dir, learning_rate=1e30, grad_clip_norm=0.0, weight_decay=0.0,
+                       num_train_steps=6, checkpoint_every_steps=100)
+  with pytest.raises(FloatingPointError, match=r"at step \d"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_train_and_evaluate_writes_metrics_and_checkpoints(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  state = train.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert int(state.step) == 6
+  with open(os.path.join(workdir, "final_metrics.json")) as f:
+    result = json.load(f)
+  assert result["test_examples"] == 200 and result["validation_examples"] == 64
+  assert 0.0 <= result["test_accuracy"] <= 1.0
+  records = metrics.read_metrics(workdir)
+  train_steps = [r["step"] for r in records if "train_loss" in r]
+  assert train_steps == [2, 3, 4, 6]  # every 2 steps, and at each checkpoint step
+  assert all(np.isfinite(r["train_loss"]) and r["images_per_second"] > 0 for r in records
+             if "train_loss" in r)
+  assert [r["step"] for r in records if "test_accuracy" in r] == [3, 6]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert result["step"] == 6
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["width"] == 4
