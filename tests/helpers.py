@@ -27,3 +27,20 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
       node = node[p]
     node[leaf] = value
   return config
+
+
+class TamperedIterator:
+  """A train iterator whose n-th batch (1-based) passes through `tamper(n, batch)`."""
+
+  def __init__(self, inner, tamper):
+    self._inner, self._tamper, self._calls = inner, tamper, 0
+
+  def __next__(self):
+    self._calls += 1
+    return self._tamper(self._calls, next(self._inner))
+
+  def get_state(self):
+    return self._inner.get_state()
+
+  def set_state(self, state):
+    self._inner.set_state(state)

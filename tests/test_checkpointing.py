@@ -8,26 +8,15 @@ import pytest
 
 from east_jax import checkpointing, train
 from east_jax.data import pipeline
-from tests.helpers import tiny_config
+from tests.helpers import TamperedIterator, tiny_config
 
 
-class _Interrupting:
-  """Wraps a train iterator; raises KeyboardInterrupt on the `fail_at`-th batch."""
-
-  def __init__(self, inner, fail_at):
-    self._inner, self._fail_at, self._calls = inner, fail_at, 0
-
-  def __next__(self):
-    self._calls += 1
-    if self._calls == self._fail_at:
+def _interrupt_at(fail_at):
+  def tamper(n, batch):
+    if n == fail_at:
       raise KeyboardInterrupt("simulated preemption")
-    return next(self._inner)
-
-  def get_state(self):
-    return self._inner.get_state()
-
-  def set_state(self, state):
-    self._inner.set_state(state)
+    return batch
+  return tamper
 
 
 def _assert_trees_equal(a, b):
@@ -43,7 +32,7 @@ def test_interrupted_run_resumes_to_the_same_parameters(data_dir, tmp_path, monk
   # Steps 1-4 run, the checkpoint of step 3 is written, the 5th batch never arrives:
   # step 4 is lost and must be redone with the same batch.
   monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: _Interrupting(real_iterator(*a, **k), fail_at=5))
+                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), _interrupt_at(5)))
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]

@@ -12,7 +12,7 @@ import pytest
 from east_jax import metrics, parallel, train
 from east_jax.data import pipeline
 from east_jax.models import create_model
-from tests.helpers import tiny_config
+from tests.helpers import TamperedIterator, tiny_config
 
 
 def _setup(data_dir, devices, tx):
@@ -95,11 +95,23 @@ def test_check_finite_names_the_first_bad_step():
     metrics.check_finite([1.0, 0.9, float("nan"), float("inf")], first_step=10)
 
 
-def test_divergence_stops_the_run_with_the_step(data_dir, tmp_path):
-  config = tiny_config(data_dir, learning_rate=1e30, grad_clip_norm=0.0, weight_decay=0.0,
-                       num_train_steps=6, checkpoint_every_steps=100)
-  with pytest.raises(FloatingPointError, match=r"at step \d"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+def test_divergence_stops_the_run_naming_the_step(data_dir, tmp_path, monkeypatch):
+  real_iterator = pipeline.train_iterator
+
+  def poison(n, batch):  # Batch 4 carries a NaN pixel, as corrupt data would.
+    if n == 4:
+      batch["image"][0, 0, 0, 0] = np.nan
+    return batch
+
+  monkeypatch.setattr(pipeline, "train_iterator",
+                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), poison))
+  config = tiny_config(data_dir, num_train_steps=6, log_every_steps=6, checkpoint_every_steps=3)
+  workdir = str(tmp_path / "run")
+  # In step 4's forward pass ReLU maps the NaN activations to 0 (XLA's max), but its
+  # gradient is NaN: the parameters, and so the loss, are NaN from step 5 on.
+  with pytest.raises(FloatingPointError, match="loss is nan at step 5"):
+    train.train_and_evaluate(config, workdir)
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]  # Nothing NaN saved.
 
 
 def test_train_and_evaluate_writes_metrics_and_checkpoints(data_dir, tmp_path):

@@ -109,7 +109,6 @@ class _FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def _builder_class(base, name, version):
   """A subclass of `base` whose tfds name is `name` (tfds derives names from classes)."""
-  _check_name(name)
 
   def body(ns):
     ns["name"] = name
@@ -148,6 +147,7 @@ def prepare_fashion_mnist_idx(data_dir: str, idx_dir: str = FASHION_MNIST_DIR) -
 
 def prepare_npz(name: str, npz_path: str, data_dir: str) -> str:
   """Prepares dataset `name` from an .npz of `<split>_images` / `<split>_labels`."""
+  _check_name(name)
   if not os.path.isfile(npz_path):
     raise UserInputError(f"No such .npz file: {npz_path}")
   with np.load(npz_path) as npz:
@@ -178,6 +178,7 @@ def prepare_npz(name: str, npz_path: str, data_dir: str) -> str:
 
 def prepare_image_folder(name: str, root: str, data_dir: str, channels: int = 3) -> str:
   """Prepares dataset `name` from `root/<split>/<class>/<image>` (classes sorted by name)."""
+  _check_name(name)
   if not os.path.isdir(root):
     raise UserInputError(f"No such folder: {root}")
   split_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
