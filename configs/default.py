@@ -41,6 +41,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_decay_factor = 0.1
   config.warmup_epochs = 0.0
 
+  config.sparsity = ml_collections.ConfigDict()
+  config.sparsity.method = "dense"      # dense | static | set | rigl | gmp
+  config.sparsity.sparsity = 0.0        # fraction of prunable weights removed, e.g. 0.999
+  config.sparsity.distribution = "erk"  # erk | uniform
+  config.sparsity.keep_stem_dense = False        # RigL convention: True
+  config.sparsity.keep_classifier_dense = False  # RigL convention: True
+  config.sparsity.layer_density_overrides = ()   # e.g. ("stem_conv/kernel=0.5",)
+  config.sparsity.min_kept_per_layer = 0         # collapse guard, inside the budget
+  config.sparsity.connect_all_classes = False    # collapse guard: >= 1 weight per class
+  config.sparsity.update_interval = 4000         # steps between mask updates (GMP: prunings)
+  config.sparsity.update_start_step = 0
+  config.sparsity.update_end_step = -1           # -1 = end of training
+  config.sparsity.drop_fraction = 0.5            # cosine decay ...
+  config.sparsity.drop_fraction_final = 0.005    # ... to this at the end of training
+
   config.log_every_steps = 100
   config.eval_every_steps = -1          # -1 = once per epoch
   config.eval_splits = ("validation", "test")

@@ -6,7 +6,10 @@ Fits this project's 2-core CPU: the data comes from Debian's dataset-fashion-mni
 Launch (README's first command does the set-up and runs exactly this):
   python -m east_jax.main --config=configs/fashion_mnist_r18.py --workdir=runs/fmnist_r18
 
-Expected: see README "Results" (>= 90% test accuracy in about 10 minutes on 2 CPU cores).
+Sparse: add --config.sparsity.method=rigl --config.sparsity.sparsity=0.999 (or set,
+static, gmp).
+
+Expected: see README "Results" (dense: 91% test accuracy in about 8 minutes on 2 CPU cores).
 """
 
 from configs import default
@@ -22,4 +25,5 @@ def get_config():
   config.eval_batch_size = 1000
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
+  config.sparsity.update_interval = 100  # ~12 mask updates over the run
   return config

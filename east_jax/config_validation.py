@@ -2,6 +2,7 @@
 
 from east_jax.errors import UserInputError
 from east_jax.models import MODEL_NAMES
+from east_jax.sparsity import methods
 
 EVAL_SPLITS = ("validation", "test")
 
@@ -31,6 +32,7 @@ def validate(config) -> None:
            f"config.lr_decay_at holds fractions of training in (0, 1), got {config.lr_decay_at}.")
   unknown = [s for s in config.eval_splits if s not in EVAL_SPLITS]
   _require(not unknown, f"config.eval_splits: unknown split(s) {unknown}; use {EVAL_SPLITS}.")
+  methods.validate(config.sparsity)
   _require("validation" not in config.eval_splits or config.dataset.validation_fraction > 0,
            "config.eval_splits asks for 'validation' but config.dataset.validation_fraction is 0.")
 

@@ -28,6 +28,10 @@ from east_jax import parallel
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import create_model
+from east_jax.sparsity import accounting
+from east_jax.sparsity import masks as masks_lib
+from east_jax.sparsity import methods
+from east_jax.sparsity import transform as sparse_transform
 
 
 @flax.struct.dataclass
@@ -45,8 +49,11 @@ def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
+    opt_state = tx.init(params)
+    if isinstance(opt_state, sparse_transform.SparseTrainingState):
+      params = masks_lib.apply(params, opt_state.masks)  # Pruned weights start at exactly 0.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+                      batch_stats=variables.get("batch_stats", {}), opt_state=opt_state)
 
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
 
@@ -117,6 +124,32 @@ def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
           f"{split}_examples": totals["count"]}
 
 
+def _sparsity_reporter(spec, model, image_shape, params, workdir):
+  """None for dense runs; else report(state, table=False) -> accounting metrics, which
+  also writes the per-layer counts to `<workdir>/sparsity.json` (table=True: returns
+  the printable per-layer table instead)."""
+  if spec is None:
+    return None
+  positions = accounting.output_positions(model, image_shape)
+  prunable = list(sparse_transform.prunable_shapes(spec, params))
+  shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, positions).items()}
+
+  def report(state, table=False):
+    masks = jax.device_get(state.opt_state.masks)
+    if table:
+      return accounting.format_table(masks, shapes, positions, prunable)
+    summary = accounting.summarize(masks, shapes, positions, prunable,
+                                   update_interval=spec.update_interval,
+                                   dense_gradient=spec.update_rule == "rigl")
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "sparsity.json"), "w") as f:
+        json.dump({"step": int(state.step), **summary,
+                   "layers": masks_lib.kept_counts(masks, prunable)}, f, indent=2)
+    return summary
+
+  return report
+
+
 def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -152,7 +185,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                        bn_axis_name=parallel.DATA_AXIS)
   learning_rate_fn = optim.create_learning_rate_fn(config, total_steps, steps_per_epoch)
   tx = optim.create_optimizer(config, learning_rate_fn)
+  spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed)
+  if spec is not None:
+    tx = sparse_transform.sparse_training(tx, spec)
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
+  sparsity_report = _sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
 
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
                                        process_index=jax.process_index(),
@@ -170,6 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if is_chief:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+  if sparsity_report and is_chief:
+    print(sparsity_report(state, table=True))
   p_train_step = make_train_step(model, tx, mesh)
   p_eval_step = make_eval_step(model, mesh)
 
@@ -199,12 +238,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         pending = []
         log_start_time, log_start_step = time.time(), step
       if step % eval_every == 0 or is_last:
-        eval_metrics = {}
+        eval_metrics = sparsity_report(state) if sparsity_report else {}
         for split in config.eval_splits:
           eval_metrics.update(evaluate(p_eval_step, state, ds, split, config, mesh))
         writer.write(step, eval_metrics)
         progress.write(f"step {step}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
+            f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
         log_start_time = time.time()  # Evaluation time is not training throughput.
       if step % config.checkpoint_every_steps == 0 or is_last:
         checkpointer.save(step, state, train_iter.get_state())

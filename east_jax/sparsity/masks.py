@@ -1,0 +1,66 @@
+"""Mask pytrees that mirror the params.
+
+A prunable leaf (every conv kernel, the classifier kernel; optionally not the stem
+or the classifier) has a boolean mask of its own shape; every other leaf has the
+scalar mask True, which broadcasts. Which leaves are prunable is a static function
+of the param tree's paths and shapes, so there are no None leaves and nothing to
+carry in state.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def leaf_name(path) -> str:
+  """'stage1_block0/conv1/kernel' for a params path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def is_prunable(name: str, shape, *, keep_stem_dense: bool = False,
+                keep_classifier_dense: bool = False) -> bool:
+  if not name.endswith("kernel") or len(shape) not in (2, 4):
+    return False
+  if keep_stem_dense and name.startswith("stem_conv/"):
+    return False
+  if keep_classifier_dense and name.startswith("classifier/"):
+    return False
+  return True
+
+
+def prunable_shapes(params, **options) -> dict[str, tuple]:
+  """{leaf name: shape} of the prunable leaves, in tree order."""
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  shapes = {leaf_name(p): tuple(x.shape) for p, x in leaves}
+  return {n: s for n, s in shapes.items() if is_prunable(n, s, **options)}
+
+
+def build(params, layer_masks: dict):
+  """The mask pytree: `layer_masks[name]` at prunable leaves, scalar True elsewhere."""
+  def leaf(path, x):
+    mask = layer_masks.get(leaf_name(path))
+    return jnp.ones((), jnp.bool_) if mask is None else jnp.asarray(mask, jnp.bool_)
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def layers(masks, names) -> dict:
+  """{name: mask} for the named (prunable) leaves of a mask pytree."""
+  flat = {leaf_name(p): m for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]}
+  return {n: flat[n] for n in names}
+
+
+def replace_layers(masks, new_layers: dict):
+  """`masks` with the named leaves replaced."""
+  def leaf(path, m):
+    return new_layers.get(leaf_name(path), m)
+  return jax.tree_util.tree_map_with_path(leaf, masks)
+
+
+def apply(params, masks):
+  """Zeros the pruned weights."""
+  return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, masks)
+
+
+def kept_counts(masks, names) -> dict[str, int]:
+  """Exact kept count per named layer, read from the masks (host side)."""
+  return {n: int(np.count_nonzero(np.asarray(m))) for n, m in layers(masks, names).items()}

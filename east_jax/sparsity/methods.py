@@ -1,0 +1,77 @@
+"""Sparse-training methods by name, built from `config.sparsity`.
+
+  dense   no masks (the plain optimizer)
+  static  ERK/uniform masks drawn once, never updated
+  set     magnitude drop, random grow (Mocanu et al. 2018)
+  rigl    magnitude drop, gradient grow (Evci et al. 2020)
+  gmp     gradual magnitude pruning from dense, cubic schedule (Zhu & Gupta 2017)
+"""
+
+from east_jax.errors import UserInputError
+from east_jax.sparsity import distributions
+from east_jax.sparsity.transform import SparsitySpec
+
+METHODS = {"dense": None, "static": "none", "set": "set", "rigl": "rigl", "gmp": "gmp"}
+
+
+def _parse_overrides(entries) -> tuple:
+  overrides = []
+  for entry in entries:
+    name, sep, value = str(entry).partition("=")
+    try:
+      density = float(value)
+    except ValueError:
+      density = -1.0
+    if not sep or not 0.0 <= density <= 1.0:
+      raise UserInputError(f"config.sparsity.layer_density_overrides entry {entry!r}: use "
+                           "'<layer>=<density in [0, 1]>', e.g. 'stem_conv/kernel=1.0'.")
+    overrides.append((name.strip(), density))
+  return tuple(overrides)
+
+
+def validate(sparsity_config) -> None:
+  """Checks config.sparsity; raises UserInputError with what to change."""
+  method = sparsity_config.method
+  if method not in METHODS:
+    raise UserInputError(f"Unknown sparsity method {method!r}: choose one of "
+                         f"{', '.join(METHODS)} (config.sparsity.method).")
+  if method == "dense":
+    return
+  sparsity = sparsity_config.sparsity
+  if not 0.0 <= sparsity < 1.0:
+    raise UserInputError(f"config.sparsity.sparsity must be in [0, 1) (the fraction of weights "
+                         f"removed, e.g. 0.999), got {sparsity}.")
+  if sparsity_config.distribution not in distributions.DISTRIBUTIONS:
+    raise UserInputError(f"Unknown config.sparsity.distribution {sparsity_config.distribution!r}: "
+                         f"use one of {distributions.DISTRIBUTIONS}.")
+  if sparsity_config.update_interval <= 0:
+    raise UserInputError("config.sparsity.update_interval must be a positive number of steps, "
+                         f"got {sparsity_config.update_interval}.")
+  if not 0.0 <= sparsity_config.drop_fraction <= 1.0:
+    raise UserInputError(f"config.sparsity.drop_fraction must be in [0, 1], got "
+                         f"{sparsity_config.drop_fraction}.")
+  if sparsity_config.min_kept_per_layer < 0:
+    raise UserInputError("config.sparsity.min_kept_per_layer must be >= 0.")
+  _parse_overrides(sparsity_config.layer_density_overrides)
+
+
+def create_spec(sparsity_config, *, total_steps: int, seed: int) -> SparsitySpec | None:
+  """The SparsitySpec of `config.sparsity`, or None for dense training."""
+  validate(sparsity_config)
+  rule = METHODS[sparsity_config.method]
+  if rule is None:
+    return None
+  return SparsitySpec(
+      update_rule=rule, density=1.0 - sparsity_config.sparsity, total_steps=total_steps,
+      distribution=sparsity_config.distribution,
+      keep_stem_dense=sparsity_config.keep_stem_dense,
+      keep_classifier_dense=sparsity_config.keep_classifier_dense,
+      overrides=_parse_overrides(sparsity_config.layer_density_overrides),
+      min_kept_per_layer=sparsity_config.min_kept_per_layer,
+      connect_all_classes=sparsity_config.connect_all_classes,
+      update_interval=sparsity_config.update_interval,
+      update_start=sparsity_config.update_start_step,
+      update_end=sparsity_config.update_end_step,
+      drop_fraction=sparsity_config.drop_fraction,
+      drop_fraction_final=sparsity_config.drop_fraction_final,
+      seed=seed)

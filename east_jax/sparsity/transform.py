@@ -1,0 +1,185 @@
+"""Prune/grow as one Optax transformation wrapping any inner optimizer.
+
+    tx = sparse_training(optax.sgd(0.1, 0.9, nesterov=True), spec)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)   # pruned weights are now exactly 0
+
+The state carries the masks and a step counter. On mask-update steps (a pure
+schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
+constant count (SET, RigL) or is pruned to the cubic schedule (GMP). Gradients are
+masked before the inner optimizer; the inner optimizer's moments are zeroed at every
+position that is not kept (so grown weights start with zero moments), found
+generically through `optax.tree_map_params`. The inner optimizer runs on every
+step, so its own counts and schedules are never disturbed.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from east_jax.sparsity import criteria, distributions, masks as masks_lib, schedules
+
+UPDATE_RULES = ("none", "set", "rigl", "gmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsitySpec:
+  """Static settings of a sparse run (built from the config by `methods.create_spec`).
+
+  update_rule: "none" (static masks), "set" (magnitude drop, random grow), "rigl"
+    (magnitude drop, gradient grow) or "gmp" (gradual magnitude pruning from dense).
+  density: the overall kept fraction (1 - sparsity) over the prunable tensors.
+  overrides: ((layer name, density), ...) fixed layer densities inside the budget.
+  min_kept_per_layer / connect_all_classes: the collapse guard (METHOD.md section 7).
+  update_interval / update_start / update_end: mask updates at start + k * interval
+    for start <= step < end (GMP: its pruning steps, the last one at end).
+  total_steps: length of training (the drop-fraction cosine decays over it).
+  """
+  update_rule: str
+  density: float
+  total_steps: int
+  distribution: str = "erk"
+  keep_stem_dense: bool = False
+  keep_classifier_dense: bool = False
+  overrides: tuple = ()
+  min_kept_per_layer: int = 0
+  connect_all_classes: bool = False
+  update_interval: int = 100
+  update_start: int = 0
+  update_end: int = -1
+  drop_fraction: float = 0.5
+  drop_fraction_final: float = 0.005
+  seed: int = 0
+
+  @property
+  def end(self) -> int:
+    return self.total_steps if self.update_end < 0 else self.update_end
+
+
+class SparseTrainingState(NamedTuple):
+  inner_state: Any
+  masks: Any
+  step: jax.Array
+
+
+def prunable_shapes(spec: SparsitySpec, params) -> dict[str, tuple]:
+  return masks_lib.prunable_shapes(params, keep_stem_dense=spec.keep_stem_dense,
+                                   keep_classifier_dense=spec.keep_classifier_dense)
+
+
+def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> dict[str, int]:
+  """Per-layer kept counts at `density` (default: the spec's)."""
+  minimum = dict.fromkeys(shapes, spec.min_kept_per_layer)
+  for name, shape in shapes.items():
+    if spec.connect_all_classes and _is_classifier(name):
+      minimum[name] = max(minimum[name], shape[1])
+  return distributions.kept_counts(shapes, spec.density if density is None else density,
+                                   spec.distribution, dict(spec.overrides), minimum)
+
+
+def gmp_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], jnp.ndarray]:
+  """GMP's pruning steps and the kept count of every layer at each of them."""
+  steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
+                                     end=spec.end)
+  rows = [list(target_counts(spec, shapes, 1.0 - schedules.gmp_sparsity(
+      s, final_sparsity=1.0 - spec.density, start=spec.update_start, end=spec.end)).values())
+          for s in steps]
+  return steps, jnp.asarray(rows, jnp.int32)
+
+
+def _is_classifier(name: str) -> bool:
+  return name.startswith("classifier/")
+
+
+def _layer_key(seed: int, step, layer_index: int):
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), layer_index)
+
+
+def initial_masks(spec: SparsitySpec, params):
+  """Random masks with the exact per-layer counts (GMP: all dense)."""
+  shapes = prunable_shapes(spec, params)
+  counts = ({n: int(jnp.prod(jnp.array(s))) for n, s in shapes.items()}
+            if spec.update_rule == "gmp" else target_counts(spec, shapes))
+  layer_masks = {
+      name: criteria.random_mask(_layer_key(spec.seed, 0, i), shapes[name], counts[name],
+                                 spec.connect_all_classes and _is_classifier(name))
+      for i, name in enumerate(shapes)}
+  return masks_lib.build(params, layer_masks)
+
+
+def updated_masks(spec: SparsitySpec, params, grads, masks, step):
+  """The masks after this step's update (call only on update steps)."""
+  shapes = prunable_shapes(spec, params)
+  weights = masks_lib.layers(params, shapes)
+  gradients = masks_lib.layers(grads, shapes)
+  current = masks_lib.layers(masks, shapes)
+  new = {}
+  if spec.update_rule == "gmp":
+    steps, table = gmp_count_table(spec, shapes)
+    event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
+    for i, name in enumerate(shapes):
+      new[name] = criteria.prune_to(_layer_key(spec.seed, step, i), weights[name], current[name],
+                                    table[event, i])
+    return masks_lib.replace_layers(masks, new)
+  counts = target_counts(spec, shapes)
+  fraction = schedules.drop_fraction(step, spec.total_steps, spec.drop_fraction,
+                                     spec.drop_fraction_final)
+  for i, name in enumerate(shapes):
+    count = counts[name]
+    protect = (criteria.column_anchor(weights[name], current[name])
+               if spec.connect_all_classes and _is_classifier(name) else None)
+    new[name] = criteria.drop_and_grow(
+        _layer_key(spec.seed, step, i), weights[name], current[name],
+        gradients[name] if spec.update_rule == "rigl" else None, count=count,
+        max_change=schedules.max_to_move(max(spec.drop_fraction, spec.drop_fraction_final), count),
+        num_drop=schedules.num_to_move(fraction, count), protect=protect)
+  return masks_lib.replace_layers(masks, new)
+
+
+def is_update_step(spec: SparsitySpec, step):
+  if spec.update_rule == "none":
+    return jnp.zeros((), bool)
+  if spec.update_rule == "gmp":
+    steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
+                                       end=spec.end)
+    return jnp.isin(step, jnp.asarray(steps or [-1], jnp.int32))
+  return schedules.is_update_step(step, interval=spec.update_interval, start=spec.update_start,
+                                  end=spec.end)
+
+
+def sparse_training(inner: optax.GradientTransformation,
+                    spec: SparsitySpec) -> optax.GradientTransformationExtraArgs:
+  """Wraps `inner` so that only kept weights train and masks evolve per `spec`."""
+  if spec.update_rule not in UPDATE_RULES:
+    raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {spec.update_rule!r}")
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return SparseTrainingState(inner_state=inner.init(params),
+                               masks=initial_masks(spec, params),
+                               step=jnp.zeros((), jnp.int32))
+
+  def update_fn(grads, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("sparse_training needs params: call tx.update(grads, state, params).")
+    old = state.masks
+    if spec.update_rule == "none":
+      new = old
+    else:
+      new = jax.lax.cond(is_update_step(spec, state.step),
+                         lambda: updated_masks(spec, params, grads, old, state.step),
+                         lambda: old)
+    kept = jax.tree.map(jnp.logical_and, old, new)  # Trained this step: neither new nor dropped.
+    masked_grads = masks_lib.apply(grads, kept)
+    updates, inner_state = inner.update(masked_grads, state.inner_state, params, **extra_args)
+    inner_state = optax.tree_map_params(inner, lambda x, m: jnp.where(m, x, jnp.zeros_like(x)),
+                                        inner_state, kept, transform_non_params=lambda x: x)
+    # Kept weights move by the inner update; every other weight is set to exactly 0
+    # (dropped ones become 0, pruned and newly grown ones stay 0).
+    updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, kept)
+    return updates, SparseTrainingState(inner_state=inner_state, masks=new, step=state.step + 1)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
