@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
+  logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO, tfds warns about OpenCV.
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (UserInputError, FloatingPointError) as e:

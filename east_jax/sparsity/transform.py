@@ -14,6 +14,7 @@ step, so its own counts and schedules are never disturbed.
 """
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -101,7 +102,7 @@ def _layer_key(seed: int, step, layer_index: int):
 def initial_masks(spec: SparsitySpec, params):
   """Random masks with the exact per-layer counts (GMP: all dense)."""
   shapes = prunable_shapes(spec, params)
-  counts = ({n: int(jnp.prod(jnp.array(s))) for n, s in shapes.items()}
+  counts = ({n: math.prod(s) for n, s in shapes.items()}
             if spec.update_rule == "gmp" else target_counts(spec, shapes))
   layer_masks = {
       name: criteria.random_mask(_layer_key(spec.seed, 0, i), shapes[name], counts[name],

@@ -129,7 +129,7 @@ def test_gmp_prunes_from_dense_to_the_target():
   spec = _spec("gmp", density=0.1, update_interval=2, update_end=8, total_steps=10)
   tx = transform.sparse_training(optax.sgd(0.01), spec)
   params = _params(jax.random.key(0))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   update = jax.jit(tx.update)
   names = list(transform.prunable_shapes(spec, params))
   total = sum(int(np.prod(s)) for s in transform.prunable_shapes(spec, params).values())
