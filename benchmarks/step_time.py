@@ -14,6 +14,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +64,7 @@ def time_method(method):
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     times[kind].append(time.perf_counter() - start)
+    logging.info("%s %s step: %.3f s", method, kind, times[kind][-1])
   median = {k: float(np.median(v)) if v else None for k, v in times.items()}
   return median["ordinary"], median["update"]
 
@@ -72,15 +74,16 @@ def main(argv):
   print(f"{FLAGS.model} width {FLAGS.width}, {FLAGS.image}x{FLAGS.image}, batch {FLAGS.batch}, "
         f"sparsity {FLAGS.sparsity}, {jax.devices()[0].device_kind} x1, jax {jax.__version__}; "
         f"median of {FLAGS.steps} steps of each kind")
-  results = {m: time_method(m) for m in FLAGS.methods}
-  dense = results.get("dense", (None, None))[0]
   print("| method | ordinary step (s) | overhead vs dense | mask-update step (s) | update / ordinary |")
-  print("|---|---|---|---|---|")
-  for method, (ordinary, update) in results.items():
+  print("|---|---|---|---|---|", flush=True)
+  dense = None
+  for method in FLAGS.methods:
+    ordinary, update = time_method(method)
+    dense = ordinary if method == "dense" else dense
     overhead = f"{100 * (ordinary / dense - 1):+.1f}%" if dense else "-"
     ratio = f"{update / ordinary:.2f}x" if update else "-"
     update_text = f"{update:.3f}" if update else "-"
-    print(f"| {method} | {ordinary:.3f} | {overhead} | {update_text} | {ratio} |")
+    print(f"| {method} | {ordinary:.3f} | {overhead} | {update_text} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

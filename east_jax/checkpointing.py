@@ -10,6 +10,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from east_jax.errors import UserInputError
+
 
 class Checkpointer:
   """Saves and restores {state, data} under `<workdir>/checkpoints/<step>`."""
@@ -35,8 +37,14 @@ class Checkpointer:
     if step is None:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      raise UserInputError(
+          f"The checkpoint of step {step} in {self._manager.directory} does not match this "
+          f"config (model, optimizer or sparsity method changed?): {str(e)[:300]}. Resume with "
+          "the config it was written with, or pass a new --workdir.") from None
     return restored.state, restored.data
 
   def wait(self) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from east_jax import checkpointing, train
 from east_jax.data import pipeline
+from east_jax.errors import UserInputError
 from tests.helpers import TamperedIterator, tiny_config
 
 
@@ -67,3 +68,11 @@ def test_a_save_killed_halfway_leaves_the_previous_checkpoint(data_dir, tmp_path
                                                    checkpoint_every_steps=3), workdir)
   assert int(continued.step) == 6
   assert "6" in os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+def test_resuming_with_a_different_model_is_a_clear_error(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=3, eval_every_steps=3), workdir)
+  with pytest.raises(UserInputError, match="does not match this config"):
+    train.train_and_evaluate(tiny_config(data_dir, num_train_steps=6,
+                                         **{"model.width": 8}), workdir)

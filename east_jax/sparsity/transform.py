@@ -6,10 +6,11 @@
 
 The state carries the masks and a step counter. On mask-update steps (a pure
 schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
-constant count (SET, RigL) or is pruned to the cubic schedule (GMP). Gradients are
-masked before the inner optimizer; the inner optimizer's moments are zeroed at every
-position that is not kept (so grown weights start with zero moments), found
-generically through `optax.tree_map_params`. The inner optimizer runs on every
+constant count (SET, RigL) or is pruned to the cubic schedule (GMP); there, the inner
+optimizer's moments are zeroed at every position that is not kept (grown weights
+start with zero moments), found generically through `optax.tree_map_params`.
+Gradients are masked before the inner optimizer, so moments stay zero off the mask;
+ordinary steps cost two `where`s per parameter. The inner optimizer runs on every
 step, so its own counts and schedules are never disturbed.
 """
 
@@ -168,18 +169,25 @@ def sparse_training(inner: optax.GradientTransformation,
       raise ValueError("sparse_training needs params: call tx.update(grads, state, params).")
     old = state.masks
     if spec.update_rule == "none":
-      new = old
+      new = kept = old
     else:
-      new = jax.lax.cond(is_update_step(spec, state.step),
-                         lambda: updated_masks(spec, params, grads, old, state.step),
-                         lambda: old)
-    kept = jax.tree.map(jnp.logical_and, old, new)  # Trained this step: neither new nor dropped.
-    masked_grads = masks_lib.apply(grads, kept)
-    updates, inner_state = inner.update(masked_grads, state.inner_state, params, **extra_args)
-    inner_state = optax.tree_map_params(inner, lambda x, m: jnp.where(m, x, jnp.zeros_like(x)),
-                                        inner_state, kept, transform_non_params=lambda x: x)
+      is_update = is_update_step(spec, state.step)
+
+      def update_masks():
+        new = updated_masks(spec, params, grads, old, state.step)
+        return new, jax.tree.map(jnp.logical_and, old, new)  # Kept: neither grown nor dropped.
+
+      new, kept = jax.lax.cond(is_update, update_masks, lambda: (old, old))
+    # Only kept weights get gradients, so off the mask the moments stay 0.
+    updates, inner_state = inner.update(masks_lib.apply(grads, kept), state.inner_state, params,
+                                        **extra_args)
+    if spec.update_rule != "none":
+      # After a mask update, grown and dropped positions restart with zero moments.
+      inner_state = jax.lax.cond(is_update, lambda s: optax.tree_map_params(
+          inner, lambda x, m: jnp.where(m, x, jnp.zeros_like(x)), s, kept,
+          transform_non_params=lambda x: x), lambda s: s, inner_state)
     # Kept weights move by the inner update; every other weight is set to exactly 0
-    # (dropped ones become 0, pruned and newly grown ones stay 0).
+    # (dropped ones become 0, pruned and newly grown ones stay 0), whatever `inner` does.
     updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, kept)
     return updates, SparseTrainingState(inner_state=inner_state, masks=new, step=state.step + 1)
 
