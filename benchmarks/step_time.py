@@ -16,7 +16,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from east_jax import optim, parallel, train

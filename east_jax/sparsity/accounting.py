@@ -13,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from east_jax.sparsity import masks as masks_lib
 
