@@ -142,8 +142,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
 
 
 def is_update_step(spec: SparsitySpec, step):
-  if spec.update_rule == "none":
-    return jnp.zeros((), bool)
+  """Whether `step` updates the masks (spec.update_rule is not "none")."""
   if spec.update_rule == "gmp":
     steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
                                        end=spec.end)
