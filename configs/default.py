@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.0
 
   config.sparsity = ml_collections.ConfigDict()
-  config.sparsity.method = "dense"      # dense | static | set | rigl | gmp
+  config.sparsity.method = "dense"      # dense | static | set | rigl | gmp | east
   config.sparsity.sparsity = 0.0        # fraction of prunable weights removed, e.g. 0.999
   config.sparsity.distribution = "erk"  # erk | uniform
   config.sparsity.keep_stem_dense = False        # RigL convention: True
@@ -55,6 +55,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.update_end_step = -1           # -1 = end of training
   config.sparsity.drop_fraction = 0.5            # cosine decay ...
   config.sparsity.drop_fraction_final = 0.005    # ... to this at the end of training
+
+  # EAST's tricks (used when sparsity.method == "east"; METHOD.md sections 2-4).
+  config.east = ml_collections.ConfigDict()
+  config.east.share_ratio = 2                # blocks >= this reuse block (ratio - 1); 0 = off
+  config.east.dyrelu = True                  # False = ReLU only
+  config.east.dyrelu_phase_start = 0.25      # beta = 1 until here (fraction of training) ...
+  config.east.dyrelu_phase_end = 0.5         # ... linearly to 0 here: plain ReLU after
+  config.east.freeze_hypernet = False        # stop training the hyper-networks at phase_start
+  config.east.num_cycles = 2                 # cyclic sparsity; 0 = off
+  config.east.cycle_length = 0.2             # fraction of training per cycle
+  config.east.cycle_length_multiplier = 1.0  # cycle k lasts cycle_length * multiplier**k
+  config.east.cycle_density_multiplier = 3.0  # peak density = multiplier x (1 - sparsity)
+  config.east.cycle_shape = "cosine"         # cosine | triangular
+  config.east.cycle_update_interval = 1000   # steps between mask updates inside the cycles
 
   config.log_every_steps = 100
   config.eval_every_steps = -1          # -1 = once per epoch

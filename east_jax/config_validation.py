@@ -1,5 +1,6 @@
 """Checks a config before anything is built, with messages that say what to change."""
 
+from east_jax import east
 from east_jax.errors import UserInputError
 from east_jax.models import MODEL_NAMES
 from east_jax.sparsity import methods
@@ -33,6 +34,7 @@ def validate(config) -> None:
   unknown = [s for s in config.eval_splits if s not in EVAL_SPLITS]
   _require(not unknown, f"config.eval_splits: unknown split(s) {unknown}; use {EVAL_SPLITS}.")
   methods.validate(config.sparsity)
+  east.validate(config)
   _require("validation" not in config.eval_splits or config.dataset.validation_fraction > 0,
            "config.eval_splits asks for 'validation' but config.dataset.validation_fraction is 0.")
 

@@ -4,7 +4,13 @@ SGD with (Nesterov) momentum, decoupled from nothing: weight decay is added to t
 gradient after global-norm clipping, as torch.optim.SGD does after clip_grad_norm_.
 """
 
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
+
+from east_jax.sparsity.masks import leaf_name
 
 
 def create_learning_rate_fn(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
@@ -19,8 +25,30 @@ def create_learning_rate_fn(config, total_steps: int, steps_per_epoch: int) -> o
   return optax.join_schedules([warmup, schedule], [warmup_steps])
 
 
-def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-  """clip_by_global_norm -> weight decay -> SGD(momentum, nesterov)."""
+class FreezeState(NamedTuple):
+  count: jax.Array
+
+
+def freeze_from(step: int, frozen: Callable[[str], bool]) -> optax.GradientTransformation:
+  """Zeroes the updates of the leaves whose name `frozen` accepts, from `step` on."""
+
+  def init_fn(params):
+    del params
+    return FreezeState(count=jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    def leaf(path, u):
+      return jnp.where(state.count < step, u, jnp.zeros_like(u)) if frozen(leaf_name(path)) else u
+    return jax.tree_util.tree_map_with_path(leaf, updates), FreezeState(count=state.count + 1)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def create_optimizer(config, learning_rate_fn: optax.Schedule, *, freeze_step: int | None = None,
+                     frozen: Callable[[str], bool] | None = None) -> optax.GradientTransformation:
+  """clip_by_global_norm -> weight decay -> SGD(momentum, nesterov) [-> freeze `frozen`
+  leaves from `freeze_step` on]."""
   parts = []
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
@@ -28,4 +56,6 @@ def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.Gradient
     parts.append(optax.add_decayed_weights(config.weight_decay))
   parts.append(optax.sgd(learning_rate_fn, momentum=config.momentum or None,
                          nesterov=config.nesterov))
+  if freeze_step is not None:
+    parts.append(freeze_from(freeze_step, frozen))
   return optax.chain(*parts)

@@ -21,12 +21,14 @@ from jax.sharding import PartitionSpec as P
 
 from east_jax import checkpointing
 from east_jax import config_validation
+from east_jax import east
 from east_jax import metrics as metrics_lib
 from east_jax import optim
 from east_jax import parallel
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import create_model
+from east_jax.models import dyrelu
 from east_jax.sparsity import accounting
 from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import methods
@@ -61,17 +63,24 @@ def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
+def _beta(beta_fn, step):
+  return None if beta_fn is None else beta_fn(step)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
+               ) -> tuple[TrainState, dict]:
   """One SGD step on this device's shard of the global batch (inside shard_map).
 
   The loss is the mean over the global batch (pmean of the local means, shards are
   equal-sized), so its gradient w.r.t. the replicated params is the global-batch
   gradient; BatchNorm statistics are reduced over the mesh by the model itself.
+  `beta_fn(step)` gives DyReLU's beta (None: the model runs plain ReLU).
   """
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                  batch["image"], train=True, mutable=["batch_stats"])
+                                  batch["image"], train=True, beta=_beta(beta_fn, state.step),
+                                  mutable=["batch_stats"])
     loss = jax.lax.pmean(cross_entropy(logits, batch["label"]).mean(), parallel.DATA_AXIS)
     return loss, (logits, updates["batch_stats"])
 
@@ -84,11 +93,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   return new_state, {"loss": loss, "accuracy": accuracy}
 
 
-def eval_step(state: TrainState, batch: dict, *, model) -> dict:
+def eval_step(state: TrainState, batch: dict, *, model, beta_fn=None) -> dict:
   """Sums of loss, correct predictions and real examples over the global batch;
   padded examples (mask 0) count for nothing."""
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                       batch["image"], train=False)
+                       batch["image"], train=False, beta=_beta(beta_fn, state.step))
   mask = batch["mask"]
   sums = {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
           "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
@@ -96,15 +105,16 @@ def eval_step(state: TrainState, batch: dict, *, model) -> dict:
   return jax.lax.psum(sums, parallel.DATA_AXIS)
 
 
-def make_train_step(model, tx, mesh):
+def make_train_step(model, tx, mesh, beta_fn=None):
   """`train_step` under shard_map over the mesh and jit; the input state is donated."""
-  step = jax.shard_map(functools.partial(train_step, model=model, tx=tx), mesh=mesh,
+  step = jax.shard_map(functools.partial(train_step, model=model, tx=tx, beta_fn=beta_fn),
+                       mesh=mesh,
                        in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()))
   return jax.jit(step, donate_argnums=0)
 
 
-def make_eval_step(model, mesh):
-  step = jax.shard_map(functools.partial(eval_step, model=model), mesh=mesh,
+def make_eval_step(model, mesh, beta_fn=None):
+  step = jax.shard_map(functools.partial(eval_step, model=model, beta_fn=beta_fn), mesh=mesh,
                        in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
   return jax.jit(step)
 
@@ -124,27 +134,56 @@ def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
 
 
 def _sparsity_reporter(spec, model, image_shape, params, workdir):
-  """None for dense runs; else report(state, table=False) -> accounting metrics, which
-  also writes the per-layer counts to `<workdir>/sparsity.json` (table=True: returns
-  the printable per-layer table instead)."""
+  """None for dense runs; else report(state, hypernet_active, table=False) ->
+  accounting metrics, which also writes the per-layer counts to
+  `<workdir>/sparsity.json` (table=True: returns the printable per-layer table)."""
   if spec is None:
     return None
-  positions = accounting.output_positions(model, image_shape)
+  uses = accounting.kernel_uses(model, image_shape)
   prunable = list(sparse_transform.prunable_shapes(spec, params))
-  shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, positions).items()}
+  shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, uses).items()}
+  hypernet_macs = accounting.hypernet_macs(params)
 
-  def report(state, table=False):
+  def report(state, hypernet_active=False, table=False):
     masks = jax.device_get(state.opt_state.masks)
     if table:
-      return accounting.format_table(masks, shapes, positions, prunable)
-    summary = accounting.summarize(masks, shapes, positions, prunable,
+      return accounting.format_table(masks, shapes, uses, prunable)
+    summary = accounting.summarize(masks, shapes, uses, prunable,
                                    update_interval=spec.update_interval,
-                                   dense_gradient=spec.update_rule == "rigl")
+                                   dense_gradient=spec.update_rule == "rigl",
+                                   active_hypernet_macs=hypernet_macs if hypernet_active else 0)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
         json.dump({"step": int(state.step), **summary,
                    "layers": masks_lib.kept_counts(masks, prunable)}, f, indent=2)
     return summary
+
+  return report
+
+
+def _schedule_reporter(spec, beta_fn, params):
+  """step, state -> the schedules' values at `step` (DyReLU's beta, the cycle, the
+  density target) and the exact kept count read from the masks."""
+  count_kept = None
+  if spec is not None:
+    prunable = list(sparse_transform.prunable_shapes(spec, params))
+    full = sparse_transform.reference_size(spec, sparse_transform.prunable_shapes(spec, params))
+    count_kept = jax.jit(lambda masks: sum(
+        jnp.sum(m, dtype=jnp.int32) for m in masks_lib.layers(masks, prunable).values()))
+
+  def report(step, state):
+    values = {}
+    if beta_fn is not None:
+      values["east/beta"] = float(beta_fn(step))
+    if count_kept is not None:
+      kept = int(count_kept(state.opt_state.masks))
+      values.update({"mask/kept": kept, "mask/density": kept / full})
+    if spec is not None and spec.cycles is not None:
+      where = spec.cycles.position(step)
+      values.update({"east/cycle": -1 if where is None else where[0],
+                     "east/cycle_position": 1.0 if where is None else where[1],
+                     "mask/target_density": spec.cycles.density(step, spec.density)})
+    return values
 
   return report
 
@@ -181,14 +220,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
                        stem=config.model.stem, stage_sizes=config.model.stage_sizes,
-                       bn_axis_name=parallel.DATA_AXIS)
+                       bn_axis_name=parallel.DATA_AXIS, **east.model_options(config))
   learning_rate_fn = optim.create_learning_rate_fn(config, total_steps, steps_per_epoch)
-  tx = optim.create_optimizer(config, learning_rate_fn)
-  spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed)
+  tx = optim.create_optimizer(config, learning_rate_fn,
+                              freeze_step=east.hypernet_freeze_step(config, total_steps),
+                              frozen=dyrelu.is_hypernet)
+  spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed,
+                             kernel_uses=east.kernel_uses(model),
+                             cycles=east.cycle_schedule(config, total_steps))
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
   sparsity_report = _sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
+  beta_fn = east.beta_fn(config, total_steps)
+  schedule_report = _schedule_reporter(spec, beta_fn, state.params)
+  relu_from = east.relu_from_step(config, total_steps)
 
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
                                        process_index=jax.process_index(),
@@ -208,8 +254,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       f.write(config.to_json_best_effort(indent=2))
   if sparsity_report and is_chief:
     print(sparsity_report(state, table=True))
-  p_train_step = make_train_step(model, tx, mesh)
-  p_eval_step = make_eval_step(model, mesh)
+  # With DyReLU: one program with the hyper-networks while beta > 0, one plain ReLU
+  # program after (jit compiles each on first use).
+  p_train_steps = {True: make_train_step(model, tx, mesh, beta_fn),
+                   False: make_train_step(model, tx, mesh)}
+  p_eval_steps = {True: make_eval_step(model, mesh, beta_fn), False: make_eval_step(model, mesh)}
+
+  def hypernet_active(step_count):
+    return beta_fn is not None and step_count < relu_from
 
   pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
   eval_metrics = {}
@@ -219,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = p_train_step(state, batch)
+      state, step_metrics = p_train_steps[hypernet_active(step - 1)](state, batch)
       pending.append(step_metrics)
       progress.update()
       is_last = step == total_steps
@@ -231,15 +283,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         summary["images_per_second"] = (step - log_start_step) * config.batch_size / elapsed
         summary["learning_rate"] = float(learning_rate_fn(step - 1))
         summary["epoch"] = step / steps_per_epoch
+        summary.update(schedule_report(step, state))
         writer.write(step, summary)
         progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
                              acc=f"{summary['train_accuracy']:.3f}")
         pending = []
         log_start_time, log_start_step = time.time(), step
       if step % eval_every == 0 or is_last:
-        eval_metrics = sparsity_report(state) if sparsity_report else {}
+        active = hypernet_active(step)
+        eval_metrics = sparsity_report(state, active) if sparsity_report else {}
         for split in config.eval_splits:
-          eval_metrics.update(evaluate(p_eval_step, state, ds, split, config, mesh))
+          eval_metrics.update(evaluate(p_eval_steps[active], state, ds, split, config, mesh))
         writer.write(step, eval_metrics)
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))

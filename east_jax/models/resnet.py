@@ -1,7 +1,7 @@
 """ResNet-18/34/50 (post-activation, v1.5) with CIFAR and ImageNet stems.
 
-`conv` and `act` are injected module factories: sparse training swaps in
-shared convolutions, EAST swaps in DyReLU. Convolutions have no bias, the
+`conv` and `act` are injected module factories (EAST swaps in DyReLU);
+`share_ratio` turns on EAST's weight sharing inside each stage. Convolutions have no bias, the
 classifier has no bias, projection shortcuts are 1x1 conv + BatchNorm.
 """
 
@@ -9,6 +9,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from east_jax.errors import UserInputError
@@ -23,60 +24,82 @@ class ReLU(nn.Module):
   """Plain ReLU as a module, so that activations are injectable like convs."""
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, beta=None):
+    del beta  # Only DyReLU uses it.
     return nn.relu(x)
 
 
-class BasicBlock(nn.Module):
+class SharedConv(nn.Module):
+  """A convolution with a kernel owned by another block, times a learnable scalar
+  (one per reusing conv, initialised U(0, 1)): EAST's weight sharing."""
+
+  strides: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, kernel):
+    scale = self.param("scale", nn.initializers.uniform(1.0), ())
+    padding = tuple((k // 2, k // 2) for k in kernel.shape[:2])
+    return jax.lax.conv_general_dilated(
+        x, (scale * kernel).astype(self.dtype), (self.strides, self.strides), padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class _Block(nn.Module):
+  """Shared plumbing of the residual blocks: conv by name, own or reused kernel."""
+
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: ModuleDef
+  dtype: Any = jnp.float32
+
+  def _conv(self, features, kernel_size, strides, name, shared):
+    if shared is None:
+      return self.conv(features, kernel_size, strides, name=name)
+    conv = SharedConv(strides, dtype=self.dtype, name=name)
+    return lambda x: conv(x, shared[name])
+
+  def _shortcut(self, residual, y):
+    if residual.shape == y.shape:
+      return residual
+    residual = self.conv(y.shape[-1], (1, 1), self.strides, name="shortcut_conv")(residual)
+    return self.norm(name="shortcut_bn")(residual)
+
+
+class BasicBlock(_Block):
   """Two 3x3 convolutions (ResNet-18/34)."""
 
-  filters: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: ModuleDef
   expansion = 1
+  main_convs = ("conv1", "conv2")
 
   @nn.compact
-  def __call__(self, x):
-    residual = x
-    y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
-    y = self.norm(name="bn1")(y)
-    y = self.act(name="act1")(y)
-    y = self.conv(self.filters, (3, 3), 1, name="conv2")(y)
+  def __call__(self, x, beta=None, shared=None):
+    """`shared`: {conv name: kernel} reused from another block (weight sharing)."""
+    y = self._conv(self.filters, (3, 3), self.strides, "conv1", shared)(x)
+    y = self.act(name="act1")(self.norm(name="bn1")(y), beta)
+    y = self._conv(self.filters, (3, 3), 1, "conv2", shared)(y)
     y = self.norm(name="bn2")(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), self.strides, name="shortcut_conv")(residual)
-      residual = self.norm(name="shortcut_bn")(residual)
-    return self.act(name="act_out")(residual + y)
+    return self.act(name="act_out")(self._shortcut(x, y) + y, beta)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 -> 3x3 (strided) -> 1x1 x4 (ResNet-50, torchvision v1.5)."""
 
-  filters: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: ModuleDef
   expansion = 4
+  main_convs = ("conv1", "conv2", "conv3")
 
   @nn.compact
-  def __call__(self, x):
-    residual = x
-    y = self.conv(self.filters, (1, 1), 1, name="conv1")(x)
-    y = self.norm(name="bn1")(y)
-    y = self.act(name="act1")(y)
-    y = self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)
-    y = self.norm(name="bn2")(y)
-    y = self.act(name="act2")(y)
-    y = self.conv(self.filters * self.expansion, (1, 1), 1, name="conv3")(y)
+  def __call__(self, x, beta=None, shared=None):
+    """`shared`: {conv name: kernel} reused from another block (weight sharing)."""
+    y = self._conv(self.filters, (1, 1), 1, "conv1", shared)(x)
+    y = self.act(name="act1")(self.norm(name="bn1")(y), beta)
+    y = self._conv(self.filters, (3, 3), self.strides, "conv2", shared)(y)
+    y = self.act(name="act2")(self.norm(name="bn2")(y), beta)
+    y = self._conv(self.filters * self.expansion, (1, 1), 1, "conv3", shared)(y)
     y = self.norm(name="bn3")(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * self.expansion, (1, 1), self.strides,
-                           name="shortcut_conv")(residual)
-      residual = self.norm(name="shortcut_bn")(residual)
-    return self.act(name="act_out")(residual + y)
+    return self.act(name="act_out")(self._shortcut(x, y) + y, beta)
 
 
 class ResNet(nn.Module):
@@ -89,7 +112,10 @@ class ResNet(nn.Module):
     width: channels of the first stage (64 in the paper); stage i has width * 2**i.
     stem: "cifar" (3x3 stride 1, no max-pool) or "imagenet" (7x7 stride 2 + max-pool).
     conv: convolution factory, called as conv(features, kernel_size, strides, name=...).
-    act: activation module factory, called as act(name=...)(x).
+    act: activation module factory, called as act(name=...)(x, beta).
+    share_ratio: weight sharing (METHOD.md section 2): in each stage, blocks with
+      index >= share_ratio reuse the conv kernels of block share_ratio - 1, each
+      times its own learnable scalar; 0 = no sharing.
     bn_axis_name: mesh axis over which BatchNorm statistics are averaged (None: local).
     dtype: computation dtype.
   """
@@ -101,11 +127,23 @@ class ResNet(nn.Module):
   stem: str = "cifar"
   conv: Callable[..., nn.Module] | None = None
   act: ModuleDef = ReLU
+  share_ratio: int = 0
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
+  def shared_convs(self) -> dict[str, str]:
+    """{path of each conv that reuses a kernel: the kernel leaf it reuses}."""
+    shared = {}
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(self.share_ratio or num_blocks, num_blocks):
+        for conv in self.block_cls.main_convs:
+          shared[f"stage{i + 1}_block{j}/{conv}"] = (
+              f"stage{i + 1}_block{self.share_ratio - 1}/{conv}/kernel")
+    return shared
+
   @nn.compact
-  def __call__(self, x, train: bool = True):
+  def __call__(self, x, train: bool = True, beta=None):
+    """Logits of NHWC images; `beta` is DyReLU's blend (None: plain ReLU)."""
     conv = self.conv or functools.partial(_conv, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
@@ -115,14 +153,21 @@ class ResNet(nn.Module):
     else:
       x = conv(self.width, (7, 7), 2, name="stem_conv")(x)
     x = norm(name="stem_bn")(x)
-    x = self.act(name="stem_act")(x)
+    x = self.act(name="stem_act")(x, beta)
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
+      source = None
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
-                           name=f"stage{i + 1}_block{j}")(x)
+        block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
+                               dtype=self.dtype, name=f"stage{i + 1}_block{j}")
+        shared = None
+        if self.share_ratio and j >= self.share_ratio:
+          shared = {c: source.variables["params"][c]["kernel"] for c in block.main_convs}
+        x = block(x, beta, shared)
+        if self.share_ratio and j == self.share_ratio - 1:
+          source = block
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="classifier")(x)
     return x.astype(jnp.float32)
@@ -157,5 +202,10 @@ def create_model(name: str, *, num_classes: int, width: int = 64, stem: str = "c
   sizes = tuple(stage_sizes) if stage_sizes else default_sizes
   if not sizes or min(sizes) < 1:
     raise UserInputError(f"config.model.stage_sizes must be positive block counts, got {sizes}.")
+  share_ratio = kwargs.get("share_ratio", 0)
+  if share_ratio != 0 and share_ratio < 2:
+    raise UserInputError(f"share_ratio must be 0 (no sharing) or >= 2 (block share_ratio - 1 "
+                         f"lends its kernels; block 0 cannot), got {share_ratio} "
+                         "(config.east.share_ratio).")
   return ResNet(stage_sizes=sizes, block_cls=block_cls, num_classes=num_classes, width=width,
                 stem=stem, **kwargs)

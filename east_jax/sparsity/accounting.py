@@ -2,11 +2,17 @@
 grown weights are zero too).
 
 FLOPs count multiply-adds of convolutions and the classifier (BatchNorm,
-activations and pooling are ignored, as in the RigL paper). Per layer, inference
-FLOPs = kept weights x output spatial positions. Training FLOPs per step, as in
-RigL: 3 x sparse forward (forward + two backward products) on ordinary steps, and
-2 x sparse + 1 x dense forward on mask-update steps that need the dense gradient
-(RigL); both as multiples of dense training (3 x dense forward).
+activations and pooling are ignored, as in the RigL paper), every use of a kernel
+that weight sharing reuses included. Per use, inference FLOPs = kept weights x
+output spatial positions. Training FLOPs per step, as in RigL: 3 x sparse forward
+(forward + two backward products) on ordinary steps, and 2 x sparse + 1 x dense
+forward on mask-update steps that need the dense gradient (RigL); DyReLU's
+hyper-networks add their (dense) multiply-adds while they are active. All FLOPs are
+multiples of the dense, unshared ReLU ResNet.
+
+Densities are relative to N_full, the prunable size of the unshared network:
+storage density = unique kept weights / N_full (the budget), compute density =
+kept weights counting every reuse / N_full.
 """
 
 import math
@@ -14,11 +20,11 @@ import math
 import jax
 import jax.numpy as jnp
 
+from east_jax.models.dyrelu import is_hypernet
 from east_jax.sparsity import masks as masks_lib
 
 
-def output_positions(model, image_shape) -> dict[str, int]:
-  """{kernel leaf name: output spatial positions (H x W, 1 for the classifier)}."""
+def _module_outputs(model, image_shape):
   def run(x):
     variables = model.init(jax.random.key(0), x, train=False)
     _, state = model.apply(variables, x, train=False, capture_intermediates=True,
@@ -29,53 +35,79 @@ def output_positions(model, image_shape) -> dict[str, int]:
   # Intermediates are stored as <module path>/__call__/[0].
   outputs = {masks_lib.leaf_name(p[:-2]): x.shape
              for p, x in jax.tree_util.tree_flatten_with_path(inter)[0]}
-  positions = {}
+  return params, outputs
+
+
+def _positions(shape) -> int:
+  return int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+def kernel_uses(model, image_shape) -> dict[str, list[int]]:
+  """{kernel leaf name: output spatial positions of each use (1 for the classifier)}.
+
+  A kernel reused by weight sharing has one entry per block that uses it; DyReLU's
+  hyper-network kernels are left out (see `hypernet_macs`).
+  """
+  params, outputs = _module_outputs(model, image_shape)
+  uses = {}
   for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = masks_lib.leaf_name(path)
-    if name.endswith("kernel"):
-      shape = outputs[name[:-len("/kernel")]]
-      positions[name] = int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
-  return positions
+    if name.endswith("kernel") and not is_hypernet(name):
+      uses[name] = [_positions(outputs[name[:-len("/kernel")]])]
+  for module, kernel in model.shared_convs().items():
+    uses[kernel].append(_positions(outputs[module]))
+  return uses
 
 
-def summarize(masks, params_shapes: dict[str, tuple], positions: dict[str, int],
+def hypernet_macs(params) -> int:
+  """Multiply-adds per example of every DyReLU hyper-network (their dense layers)."""
+  return sum(math.prod(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+             if is_hypernet(masks_lib.leaf_name(p)) and masks_lib.leaf_name(p).endswith("kernel"))
+
+
+def summarize(masks, params_shapes: dict[str, tuple], uses: dict[str, list[int]],
               prunable: list[str], *, update_interval: int = 0, dense_gradient: bool = False,
-              ) -> dict:
-  """Totals over the prunable layers plus FLOPs over every kernel.
+              active_hypernet_macs: int = 0) -> dict:
+  """Totals over the prunable layers plus FLOPs over every kernel use.
 
-  Returns density / sparsity / kept / prunable counts, inference FLOPs and training
-  FLOPs per step as multiples of the dense model.
+  Returns unique kept / N_full / storage and compute density, inference FLOPs and
+  training FLOPs per step as multiples of the dense model.
   """
   counts = masks_lib.kept_counts(masks, prunable)
   sizes = {n: math.prod(s) for n, s in params_shapes.items()}
   kept = sum(counts.values())
-  total = sum(sizes[n] for n in prunable)
-  dense_flops = sum(sizes[n] * positions[n] for n in positions)
-  sparse_flops = sum(counts.get(n, sizes[n]) * positions[n] for n in positions)
+  full = sum(sizes[n] * len(uses[n]) for n in prunable)
+  computed = sum(counts[n] * len(uses[n]) for n in prunable)
+  dense_flops = sum(sizes[n] * sum(p) for n, p in uses.items())
+  sparse_flops = sum(counts.get(n, sizes[n]) * sum(p) for n, p in uses.items())
   inference = sparse_flops / dense_flops
-  train = inference
+  train = (sparse_flops + active_hypernet_macs) / dense_flops
   if dense_gradient and update_interval > 0:
-    # One step in update_interval computes the dense gradient: 2 f_s + f_D instead of 3 f_s.
-    train = (3 * sparse_flops * (update_interval - 1) + 2 * sparse_flops + dense_flops) / (
-        3 * dense_flops * update_interval)
-  return {"sparsity/kept": kept, "sparsity/prunable": total, "sparsity/density": kept / total,
-          "sparsity/sparsity": 1.0 - kept / total, "flops/inference_x_dense": inference,
-          "flops/train_x_dense": train}
+    # One step in k computes the dense gradient: 2 f_s + f_D instead of 3 f_s.
+    k = update_interval
+    train = (3 * sparse_flops * (k - 1) + 2 * sparse_flops + dense_flops
+             + 3 * active_hypernet_macs * k) / (3 * dense_flops * k)
+  return {"sparsity/kept": kept, "sparsity/prunable": full,
+          "sparsity/unique_prunable": sum(sizes[n] for n in prunable),
+          "sparsity/density": kept / full, "sparsity/sparsity": 1.0 - kept / full,
+          "sparsity/compute_density": computed / full,
+          "flops/inference_x_dense": inference, "flops/train_x_dense": train}
 
 
-def format_table(masks, params_shapes: dict[str, tuple], positions: dict[str, int],
+def format_table(masks, params_shapes: dict[str, tuple], uses: dict[str, list[int]],
                  prunable: list[str]) -> str:
-  """A plain-text per-layer table: layer, shape, kept / size, density, inference FLOPs."""
+  """A plain-text per-layer table: layer, shape, uses, kept / size, density, MFLOPs."""
   counts = masks_lib.kept_counts(masks, prunable)
-  lines = [f"{'layer':44s} {'shape':>18s} {'kept':>10s} {'size':>10s} {'density':>9s} "
-           f"{'MFLOPs':>9s}"]
-  for name in positions:
+  lines = [f"{'layer':44s} {'shape':>18s} {'uses':>4s} {'kept':>10s} {'size':>10s} "
+           f"{'density':>9s} {'MFLOPs':>9s}"]
+  for name, positions in uses.items():
     size = math.prod(params_shapes[name])
     kept = counts.get(name, size)
     note = "" if name in counts else "  (dense)"
-    lines.append(f"{name:44s} {str(params_shapes[name]):>18s} {kept:>10d} {size:>10d} "
-                 f"{kept / size:>9.5f} {kept * positions[name] / 1e6:>9.3f}{note}")
+    lines.append(f"{name:44s} {str(params_shapes[name]):>18s} {len(positions):>4d} {kept:>10d} "
+                 f"{size:>10d} {kept / size:>9.5f} {kept * sum(positions) / 1e6:>9.3f}{note}")
   kept = sum(counts.values())
-  total = sum(math.prod(params_shapes[n]) for n in prunable)
-  lines.append(f"{'total (prunable)':44s} {'':>18s} {kept:>10d} {total:>10d} {kept / total:>9.5f}")
+  full = sum(math.prod(params_shapes[n]) * len(uses[n]) for n in prunable)
+  lines.append(f"{'total (prunable, unique kept / unshared size)':49s} {'':>18s} {kept:>10d} "
+               f"{full:>10d} {kept / full:>9.5f}")
   return "\n".join(lines)

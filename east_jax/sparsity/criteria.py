@@ -90,3 +90,26 @@ def prune_to(key, weights, mask, target):
   order = jnp.argsort(-scores)
   keep = jnp.zeros(scores.shape, bool).at[order].set(jnp.arange(scores.size) < target)
   return (keep & mask.ravel()).reshape(mask.shape)
+
+
+def resize(key, weights, mask, grow_scores, *, target, max_count: int, protect=None):
+  """Moves a layer to `target` (dynamic) kept weights: above it, keeps the largest
+  |w| (and every `protect`ed weight); below it, keeps every weight and grows the
+  inactive positions with the largest `grow_scores` (None: at random). `max_count`
+  (static) bounds both the current count and `target` (cyclic sparsity, METHOD.md
+  section 4)."""
+  key_drop, key_grow = jax.random.split(key)
+  flat_mask = mask.ravel()
+  current = jnp.sum(flat_mask)
+  magnitude = _with_noise(key_drop, jnp.abs(weights.ravel()).astype(jnp.float32))
+  if protect is not None:
+    magnitude = jnp.where(protect.ravel(), jnp.inf, magnitude)
+  kept = _select(jnp.where(flat_mask, magnitude, -jnp.inf), max_count,
+                 take=jnp.minimum(current, target))
+  if grow_scores is None:
+    candidates = jax.random.uniform(key_grow, flat_mask.shape)
+  else:
+    candidates = _with_noise(key_grow, jnp.abs(grow_scores.ravel()).astype(jnp.float32))
+  candidates = jnp.where(flat_mask, -jnp.inf, candidates)
+  grown = _select(candidates, max_count, take=jnp.maximum(target - current, 0)) & ~flat_mask
+  return (kept | grown).reshape(mask.shape)

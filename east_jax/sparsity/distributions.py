@@ -1,7 +1,8 @@
 """Per-layer kept counts: ERK (iterative), uniform, overrides, collapse guard.
 
-All counts are integers that add up to exactly round(density * N) over the
-prunable tensors (N = their total size).
+All counts are integers that add up to exactly round(density * N), N being the
+prunable tensors' total size, or with weight sharing the size of the unshared
+network (a reused kernel counts once per use, METHOD.md section 2).
 """
 
 import math
@@ -19,7 +20,8 @@ def erk_scores(shapes: Mapping[str, tuple]) -> dict[str, float]:
 
 def kept_counts(shapes: Mapping[str, tuple], density: float, distribution: str = "erk",
                 overrides: Mapping[str, float] | None = None,
-                minimum: Mapping[str, int] | None = None) -> dict[str, int]:
+                minimum: Mapping[str, int] | None = None,
+                reference_size: int | None = None) -> dict[str, int]:
   """Integer kept counts per layer summing to exactly round(density * N).
 
   Args:
@@ -28,6 +30,7 @@ def kept_counts(shapes: Mapping[str, tuple], density: float, distribution: str =
     distribution: "erk" (density_l proportional to sum(shape)/prod(shape)) or "uniform".
     overrides: {layer: density} fixed for those layers, taken from the same budget.
     minimum: {layer: count} lower bounds (the collapse guard), inside the same budget.
+    reference_size: N (default: the layers' total size).
 
   Layers whose share would exceed their size become dense and the rest are re-solved
   (the iterative ERK); layers below their minimum are raised to it likewise.
@@ -35,7 +38,10 @@ def kept_counts(shapes: Mapping[str, tuple], density: float, distribution: str =
   if distribution not in DISTRIBUTIONS:
     raise UserInputError(f"Unknown distribution {distribution!r}: use one of {DISTRIBUTIONS}.")
   sizes = {n: math.prod(s) for n, s in shapes.items()}
-  budget = round(density * sum(sizes.values()))
+  budget = round(density * (reference_size or sum(sizes.values())))
+  if budget > sum(sizes.values()):
+    raise UserInputError(f"Density {density} of {reference_size} weights keeps more than the "
+                         f"{sum(sizes.values())} prunable weights there are; lower the density.")
   weights = erk_scores(shapes) if distribution == "erk" else dict.fromkeys(shapes, 1.0)
   lower = {n: min(sizes[n], (minimum or {}).get(n, 0)) for n in shapes}
   upper = dict(sizes)

@@ -1,7 +1,7 @@
 """Mask pytrees that mirror the params.
 
 A prunable leaf (every conv kernel, the classifier kernel; optionally not the stem
-or the classifier) has a boolean mask of its own shape; every other leaf has the
+or the classifier; never DyReLU's hyper-network) has a boolean mask of its own shape; every other leaf has the
 scalar mask True, which broadcasts. Which leaves are prunable is a static function
 of the param tree's paths and shapes, so there are no None leaves and nothing to
 carry in state.
@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from east_jax.models.dyrelu import is_hypernet
+
 
 def leaf_name(path) -> str:
   """'stage1_block0/conv1/kernel' for a params path."""
@@ -19,7 +21,7 @@ def leaf_name(path) -> str:
 
 def is_prunable(name: str, shape, *, keep_stem_dense: bool = False,
                 keep_classifier_dense: bool = False) -> bool:
-  if not name.endswith("kernel") or len(shape) not in (2, 4):
+  if not name.endswith("kernel") or len(shape) not in (2, 4) or is_hypernet(name):
     return False
   if keep_stem_dense and name.startswith("stem_conv/"):
     return False

@@ -5,13 +5,17 @@
   set     magnitude drop, random grow (Mocanu et al. 2018)
   rigl    magnitude drop, gradient grow (Evci et al. 2020)
   gmp     gradual magnitude pruning from dense, cubic schedule (Zhu & Gupta 2017)
+  east    RigL with cyclic sparsity, on a ResNet with weight sharing and DyReLU
+          (Li et al. 2025; the model-side tricks are set up by east_jax.east)
 """
 
 from east_jax.errors import UserInputError
 from east_jax.sparsity import distributions
+from east_jax.sparsity.cycles import CycleSchedule
 from east_jax.sparsity.transform import SparsitySpec
 
-METHODS = {"dense": None, "static": "none", "set": "set", "rigl": "rigl", "gmp": "gmp"}
+METHODS = {"dense": None, "static": "none", "set": "set", "rigl": "rigl", "gmp": "gmp",
+           "east": "rigl"}
 
 
 def _parse_overrides(entries) -> tuple:
@@ -55,8 +59,12 @@ def validate(sparsity_config) -> None:
   _parse_overrides(sparsity_config.layer_density_overrides)
 
 
-def create_spec(sparsity_config, *, total_steps: int, seed: int) -> SparsitySpec | None:
-  """The SparsitySpec of `config.sparsity`, or None for dense training."""
+def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tuple = (),
+                cycles: CycleSchedule | None = None) -> SparsitySpec | None:
+  """The SparsitySpec of `config.sparsity`, or None for dense training.
+
+  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from EAST.
+  """
   validate(sparsity_config)
   rule = METHODS[sparsity_config.method]
   if rule is None:
@@ -74,4 +82,4 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int) -> SparsitySpec
       update_end=sparsity_config.update_end_step,
       drop_fraction=sparsity_config.drop_fraction,
       drop_fraction_final=sparsity_config.drop_fraction_final,
-      seed=seed)
+      kernel_uses=kernel_uses, cycles=cycles, seed=seed)

@@ -6,7 +6,9 @@
 
 The state carries the masks and a step counter. On mask-update steps (a pure
 schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
-constant count (SET, RigL) or is pruned to the cubic schedule (GMP); there, the inner
+constant count (SET, RigL), is pruned to the cubic schedule (GMP) or, during
+cyclic sparsity (EAST), pruned or grown to its ERK count at the cycle's current
+density; there, the inner
 optimizer's moments are zeroed at every position that is not kept (grown weights
 start with zero moments), found generically through `optax.tree_map_params`.
 Gradients are masked before the inner optimizer, so moments stay zero off the mask;
@@ -20,9 +22,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from east_jax.sparsity import criteria, distributions, masks as masks_lib, schedules
+from east_jax.sparsity.cycles import CycleSchedule
 
 UPDATE_RULES = ("none", "set", "rigl", "gmp")
 
@@ -39,6 +43,9 @@ class SparsitySpec:
   update_interval / update_start / update_end: mask updates at start + k * interval
     for start <= step < end (GMP: its pruning steps, the last one at end).
   total_steps: length of training (the drop-fraction cosine decays over it).
+  kernel_uses: ((kernel name, uses), ...) for kernels reused by weight sharing: the
+    budget is round(density * N_full), N_full counting every use.
+  cycles: cyclic sparsity before the constant-density updates (set/rigl), or None.
   """
   update_rule: str
   density: float
@@ -54,6 +61,8 @@ class SparsitySpec:
   update_end: int = -1
   drop_fraction: float = 0.5
   drop_fraction_final: float = 0.005
+  kernel_uses: tuple = ()
+  cycles: CycleSchedule | None = None
   seed: int = 0
 
   @property
@@ -72,6 +81,12 @@ def prunable_shapes(spec: SparsitySpec, params) -> dict[str, tuple]:
                                    keep_classifier_dense=spec.keep_classifier_dense)
 
 
+def reference_size(spec: SparsitySpec, shapes) -> int:
+  """N_full: the prunable size of the unshared network (each kernel times its uses)."""
+  uses = dict(spec.kernel_uses)
+  return sum(math.prod(s) * uses.get(n, 1) for n, s in shapes.items())
+
+
 def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> dict[str, int]:
   """Per-layer kept counts at `density` (default: the spec's)."""
   minimum = dict.fromkeys(shapes, spec.min_kept_per_layer)
@@ -79,17 +94,27 @@ def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> d
     if spec.connect_all_classes and _is_classifier(name):
       minimum[name] = max(minimum[name], shape[1])
   return distributions.kept_counts(shapes, spec.density if density is None else density,
-                                   spec.distribution, dict(spec.overrides), minimum)
+                                   spec.distribution, dict(spec.overrides), minimum,
+                                   reference_size(spec, shapes))
 
 
-def gmp_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], jnp.ndarray]:
+def _count_table(spec, shapes, densities) -> np.ndarray:
+  return np.asarray([list(target_counts(spec, shapes, d).values()) for d in densities], np.int32)
+
+
+def gmp_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], np.ndarray]:
   """GMP's pruning steps and the kept count of every layer at each of them."""
   steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
                                      end=spec.end)
-  rows = [list(target_counts(spec, shapes, 1.0 - schedules.gmp_sparsity(
-      s, final_sparsity=1.0 - spec.density, start=spec.update_start, end=spec.end)).values())
-          for s in steps]
-  return steps, jnp.asarray(rows, jnp.int32)
+  return steps, _count_table(spec, shapes, [1.0 - schedules.gmp_sparsity(
+      s, final_sparsity=1.0 - spec.density, start=spec.update_start, end=spec.end)
+                                            for s in steps])
+
+
+def cycle_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], np.ndarray]:
+  """The cyclic phase's update steps and every layer's ERK count at each of them."""
+  steps = spec.cycles.update_steps()
+  return steps, _count_table(spec, shapes, [spec.cycles.density(s, spec.density) for s in steps])
 
 
 def _is_classifier(name: str) -> bool:
@@ -121,24 +146,47 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
   new = {}
   if spec.update_rule == "gmp":
     steps, table = gmp_count_table(spec, shapes)
+    table = jnp.asarray(table)
     event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
     for i, name in enumerate(shapes):
       new[name] = criteria.prune_to(_layer_key(spec.seed, step, i), weights[name], current[name],
                                     table[event, i])
     return masks_lib.replace_layers(masks, new)
+  grow = gradients if spec.update_rule == "rigl" else dict.fromkeys(shapes)
   counts = target_counts(spec, shapes)
-  fraction = schedules.drop_fraction(step, spec.total_steps, spec.drop_fraction,
-                                     spec.drop_fraction_final)
-  for i, name in enumerate(shapes):
-    count = counts[name]
-    protect = (criteria.column_anchor(weights[name], current[name])
-               if spec.connect_all_classes and _is_classifier(name) else None)
-    new[name] = criteria.drop_and_grow(
-        _layer_key(spec.seed, step, i), weights[name], current[name],
-        gradients[name] if spec.update_rule == "rigl" else None, count=count,
-        max_change=schedules.max_to_move(max(spec.drop_fraction, spec.drop_fraction_final), count),
-        num_drop=schedules.num_to_move(fraction, count), protect=protect)
-  return masks_lib.replace_layers(masks, new)
+
+  def constant_density():
+    new = {}
+    fraction = schedules.drop_fraction(step, spec.total_steps, spec.drop_fraction,
+                                       spec.drop_fraction_final)
+    for i, name in enumerate(shapes):
+      count = counts[name]
+      protect = (criteria.column_anchor(weights[name], current[name])
+                 if spec.connect_all_classes and _is_classifier(name) else None)
+      new[name] = criteria.drop_and_grow(
+          _layer_key(spec.seed, step, i), weights[name], current[name], grow[name], count=count,
+          max_change=schedules.max_to_move(max(spec.drop_fraction, spec.drop_fraction_final),
+                                           count),
+          num_drop=schedules.num_to_move(fraction, count), protect=protect)
+    return masks_lib.replace_layers(masks, new)
+
+  if spec.cycles is None:
+    return constant_density()
+
+  def cyclic():
+    new = {}
+    steps, table = cycle_count_table(spec, shapes)
+    event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
+    for i, name in enumerate(shapes):
+      protect = (criteria.column_anchor(weights[name], current[name])
+                 if spec.connect_all_classes and _is_classifier(name) else None)
+      new[name] = criteria.resize(_layer_key(spec.seed, step, i), weights[name], current[name],
+                                  grow[name], target=jnp.asarray(table[:, i])[event],
+                                  max_count=max(counts[name], int(table[:, i].max())),
+                                  protect=protect)
+    return masks_lib.replace_layers(masks, new)
+
+  return jax.lax.cond(step <= spec.cycles.end_step, cyclic, constant_density)
 
 
 def is_update_step(spec: SparsitySpec, step):
@@ -147,8 +195,12 @@ def is_update_step(spec: SparsitySpec, step):
     steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
                                        end=spec.end)
     return jnp.isin(step, jnp.asarray(steps or [-1], jnp.int32))
-  return schedules.is_update_step(step, interval=spec.update_interval, start=spec.update_start,
-                                  end=spec.end)
+  constant = schedules.is_update_step(step, interval=spec.update_interval,
+                                      start=spec.update_start, end=spec.end)
+  if spec.cycles is None:
+    return constant
+  cyclic = jnp.isin(step, jnp.asarray(spec.cycles.update_steps() or [-1], jnp.int32))
+  return cyclic | (constant & (step > spec.cycles.end_step))
 
 
 def sparse_training(inner: optax.GradientTransformation,

@@ -84,7 +84,7 @@ def test_conv_and_activation_are_injectable():
 
   class CountingAct(nn.Module):
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, beta=None):
       calls["act"] += 1
       return nn.relu(x)
 

@@ -106,17 +106,18 @@ def test_invalid_sparsity_config_fails_clearly(data_dir, tmp_path, overrides, me
 
 def test_accounting_counts_masks_not_zeros():
   model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1))
-  positions = accounting.output_positions(model, (28, 28, 1))
-  assert positions["stem_conv/kernel"] == 28 * 28
-  assert positions["stage2_block0/conv1/kernel"] == 14 * 14
-  assert positions["classifier/kernel"] == 1
+  uses = accounting.kernel_uses(model, (28, 28, 1))
+  assert uses["stem_conv/kernel"] == [28 * 28]
+  assert uses["stage2_block0/conv1/kernel"] == [14 * 14]
+  assert uses["classifier/kernel"] == [1]
+  positions = {n: p[0] for n, p in uses.items()}
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 28, 28, 1)),
                                              train=False))["params"]
   spec = transform.SparsitySpec(update_rule="rigl", density=0.1, total_steps=10)
   masks = transform.initial_masks(spec, params)
   prunable = list(transform.prunable_shapes(spec, params))
   shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, positions).items()}
-  summary = accounting.summarize(masks, shapes, positions, prunable, update_interval=10,
+  summary = accounting.summarize(masks, shapes, uses, prunable, update_interval=10,
                                  dense_gradient=True)
   total = sum(math.prod(s) for s in shapes.values())
   assert summary["sparsity/kept"] == round(0.1 * total)
