@@ -1,9 +1,16 @@
 """Defaults shared by every experiment: the CIFAR recipe of METHOD.md section 5.
 
-Not meant to be run by itself; experiment configs import it and override fields.
+Not meant to be run by itself; experiment configs import it, override fields and
+apply their config argument with `apply_arg`:
+  --config=configs/cifar10_r34.py:method=east,sparsity=0.9999,seed=1
+Keys are `method`, `sparsity`, `seed` or any dotted field (`east.num_cycles=0`).
 """
 
+import ast
+
 import ml_collections
+
+ALIASES = {"method": "sparsity.method", "sparsity": "sparsity.sparsity"}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -76,3 +83,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
   return config
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies 'key=value,key=value' (the text after ':' in --config) to `config`."""
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, text = item.partition("=")
+    path = ALIASES.get(key.strip(), key.strip())
+    *parents, leaf = path.split(".")
+    node = config
+    for name in parents:
+      node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+    if not sep or not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ValueError(f"Config argument {item!r}: use key=value with a key among "
+                       f"{', '.join(ALIASES)}, seed or a dotted config field.")
+    node[leaf] = _parse(text.strip(), node[leaf])
+  return config
+
+
+def _parse(text: str, current):
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"Config argument value {text!r} is not a {type(current).__name__}.") from None
+  return float(value) if isinstance(current, float) and isinstance(value, int) else value

@@ -6,8 +6,11 @@ Fits this project's 2-core CPU: the data comes from Debian's dataset-fashion-mni
 Launch (README's first command does the set-up and runs exactly this):
   python -m east_jax.main --config=configs/fashion_mnist_r18.py --workdir=runs/fmnist_r18
 
-Sparse: add --config.sparsity.method=rigl --config.sparsity.sparsity=0.999 (or set,
-static, gmp).
+Sparse: pick method and sparsity with the config argument, e.g.
+  python -m east_jax.main --config=configs/fashion_mnist_r18.py:method=east,sparsity=0.999 \
+      --workdir=runs/fmnist_r18_east
+(method: static | set | rigl | gmp | east; ResNet-18's stages of 2 blocks have
+nothing to share at ratio 2, so EAST here is DyReLU + cycles + RigL.)
 
 Expected: see README "Results" (dense: 91% test accuracy in about 8 minutes on 2 CPU cores).
 """
@@ -15,7 +18,7 @@ Expected: see README "Results" (dense: 91% test accuracy in about 8 minutes on 2
 from configs import default
 
 
-def get_config():
+def get_config(arg=None):
   config = default.get_config()
   config.model.name = "resnet18"
   config.model.width = 8
@@ -26,4 +29,5 @@ def get_config():
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.sparsity.update_interval = 100  # ~12 mask updates over the run
-  return config
+  config.east.cycle_update_interval = 25  # ~10 updates per cycle
+  return default.apply_arg(config, arg)

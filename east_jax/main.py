@@ -1,6 +1,7 @@
-"""Command line: python -m east_jax.main --config=configs/<x>.py --workdir=<dir>.
+"""Command line: python -m east_jax.main --config=configs/<x>.py[:<arg>] --workdir=<dir>.
 
-Override any field with --config.<field>=<value>, e.g. --config.num_train_steps=100.
+The config argument picks method and sparsity (`:method=east,sparsity=0.9999`);
+override any field with --config.<field>=<value>, e.g. --config.num_train_steps=100.
 """
 
 import sys
@@ -20,16 +21,35 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with config-file errors as one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    where = f"{lines[0].split(':')[0]}: " if len(lines) > 1 else ""
+    print(f"error: {where}{lines[-1]}", file=sys.stderr)
+    print("Pass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO, tfds warns about OpenCV.
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    config = FLAGS.config
+    config.get("seed")  # config_flags defers a missing or broken file to the first access.
+  except OSError as e:
+    print(f"error: cannot load --config: {str(e).strip().splitlines()[-1].strip()}",
+          file=sys.stderr)
+    sys.exit(2)
+  try:
+    train.train_and_evaluate(config, FLAGS.workdir)
   except (UserInputError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,6 +1,7 @@
 """Bad input fails early with a message that says what to do, never a JAX stack trace."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -49,4 +50,18 @@ def test_cli_prints_one_line_error_without_traceback(data_dir, tmp_path):
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert "error: config.batch_size must be a positive integer" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("config,message", [
+    ("configs/cifar10_r34.py:methd=east", "Config argument 'methd=east'"),
+    ("configs/cifar10_r34.py:sparsity=high", "'high' is not a float"),
+    ("configs/no_such_config.py", "cannot load --config.*no_such_config.py"),
+])
+def test_cli_config_file_errors_are_one_line(tmp_path, config, message):
+  proc = subprocess.run([sys.executable, "-m", "east_jax.main", f"--config={config}",
+                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 2
+  assert re.search(message, proc.stderr), proc.stderr
   assert "Traceback" not in proc.stderr
