@@ -8,6 +8,7 @@ batch; `make_train_step` / `make_eval_step` wrap them in `jax.shard_map` over th
 
 import functools
 import json
+import math
 import os
 import time
 
@@ -155,7 +156,8 @@ def _sparsity_reporter(spec, model, image_shape, params, workdir):
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
         json.dump({"step": int(state.step), **summary,
-                   "layers": masks_lib.kept_counts(masks, prunable)}, f, indent=2)
+                   "layers": masks_lib.kept_counts(masks, prunable),
+                   "layer_sizes": {n: math.prod(shapes[n]) for n in prunable}}, f, indent=2)
     return summary
 
   return report
