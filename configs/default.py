@@ -77,6 +77,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.east.cycle_shape = "cosine"         # cosine | triangular
   config.east.cycle_update_interval = 1000   # steps between mask updates inside the cycles
 
+  # Multi-process (multi-host) runs: jax.distributed.initialize() before anything else.
+  # On TPU pods, SLURM and Open MPI the cluster is detected; elsewhere give all three.
+  # EAST_DISTRIBUTED=1 in the environment turns it on too (the launch/ scripts set it).
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = False
+  config.distributed.coordinator_address = ""  # host:port of process 0; "" = detect
+  config.distributed.num_processes = 0         # 0 = detect
+  config.distributed.process_id = -1           # -1 = detect
+
   config.log_every_steps = 100
   config.eval_every_steps = -1          # -1 = once per epoch
   config.eval_splits = ("validation", "test")

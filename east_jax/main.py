@@ -11,6 +11,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from east_jax import parallel
 from east_jax import train
 from east_jax.errors import UserInputError
 
@@ -45,6 +46,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   try:
+    parallel.initialize_distributed(config)
     train.train_and_evaluate(config, FLAGS.workdir)
   except (UserInputError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,10 +13,11 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 HYPERNET = "hypernet"  # Scope of the hyper-network params: never pruned, never in the budget.
-_SCALE = jnp.array([1.0, 1.0, 0.5, 0.5])
-_RELU = jnp.array([1.0, 0.0, 0.0, 0.0])
+_SCALE = np.array([1.0, 1.0, 0.5, 0.5], np.float32)
+_RELU = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
 
 
 class HyperNet(nn.Module):
@@ -48,7 +49,8 @@ class DyReLU(nn.Module):
         hyper(jnp.mean(x, axis=(1, 2)))  # Create the params so that every phase has them.
       return nn.relu(x)
     theta = hyper(jnp.mean(x, axis=(1, 2)))
-    coef = _RELU + jnp.asarray(beta, x.dtype) * theta * _SCALE.astype(x.dtype)
+    coef = jnp.asarray(_RELU, x.dtype) + (jnp.asarray(beta, x.dtype) * theta
+                                          * jnp.asarray(_SCALE, x.dtype))
     coef = coef[:, None, None]  # (N, 1, 1, C, 4): shared over space.
     return jnp.maximum(coef[..., 0] * x + coef[..., 2], coef[..., 1] * x + coef[..., 3])
 
