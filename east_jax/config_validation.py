@@ -6,6 +6,7 @@ from east_jax.models import MODEL_NAMES
 from east_jax.sparsity import methods
 
 EVAL_SPLITS = ("validation", "test")
+DTYPES = ("float32", "bfloat16")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -18,6 +19,8 @@ def validate(config) -> None:
   _require(config.model.name in MODEL_NAMES,
            f"Unknown model {config.model.name!r}: choose one of {', '.join(MODEL_NAMES)} "
            "(config.model.name).")
+  _require(config.model.dtype in DTYPES,
+           f"config.model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.")
   for field in ("batch_size", "eval_batch_size"):
     value = config[field]
     _require(isinstance(value, int) and value > 0,

@@ -132,3 +132,24 @@ def test_train_and_evaluate_writes_metrics_and_checkpoints(data_dir, tmp_path):
   assert result["step"] == 6
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["width"] == 4
+
+
+def test_bfloat16_compute_stays_close_to_float32_with_identical_masks(data_dir, tmp_path):
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config(data_dir, **{"model.dtype": dtype, "num_train_steps": 3,
+                                      "sparsity.method": "set", "sparsity.sparsity": 0.9,
+                                      "sparsity.update_interval": 2, "eval_splits": ("test",)})
+    state = train.train_and_evaluate(config, str(tmp_path / dtype))
+    losses = [r["train_loss"] for r in metrics.read_metrics(str(tmp_path / dtype))
+              if "train_loss" in r]
+    runs[dtype] = (jax.device_get(state), losses)
+  (fp32, loss32), (bf16, loss16) = runs["float32"], runs["bfloat16"]
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(bf16.params))  # fp32 params ...
+  assert all(x.dtype in (np.float32, np.int32, bool)  # ... and optimizer state.
+             for x in jax.tree.leaves(bf16.opt_state))
+  for a, b in zip(jax.tree.leaves(fp32.opt_state.masks), jax.tree.leaves(bf16.opt_state.masks)):
+    np.testing.assert_array_equal(a, b)  # The update at step 2 included.
+  np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
+  for a, b in zip(jax.tree.leaves(fp32.params), jax.tree.leaves(bf16.params)):
+    np.testing.assert_allclose(a, b, rtol=0.1, atol=2e-2)
