@@ -80,8 +80,9 @@ def test_hypernetworks_are_never_pruned_nor_in_the_budget():
   dy = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1), act=DyReLU)
   plain = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1))
   spec = transform.SparsitySpec(update_rule="rigl", density=0.05, total_steps=1)
-  dy_params = dy.init(jax.random.key(0), image, train=False)["params"]
-  plain_params = plain.init(jax.random.key(0), image, train=False)["params"]
+  dy_params = jax.eval_shape(lambda: dy.init(jax.random.key(0), image, train=False))["params"]
+  plain_params = jax.eval_shape(
+      lambda: plain.init(jax.random.key(0), image, train=False))["params"]
   assert transform.prunable_shapes(spec, dy_params) == transform.prunable_shapes(spec,
                                                                                   plain_params)
   masks = transform.initial_masks(spec, dy_params)
