@@ -39,11 +39,11 @@ class DyReLU(nn.Module):
   """DyReLU-B over NHWC inputs; `beta` in [0, 1] blends it with ReLU."""
 
   reduction: int = 4
-  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, beta=None):
-    hyper = HyperNet(x.shape[-1], self.reduction, self.dtype, name=HYPERNET)
+    """Computes in x's dtype (the model's compute dtype)."""
+    hyper = HyperNet(x.shape[-1], self.reduction, x.dtype, name=HYPERNET)
     if beta is None:
       if self.is_initializing():
         hyper(jnp.mean(x, axis=(1, 2)))  # Create the params so that every phase has them.

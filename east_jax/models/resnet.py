@@ -41,7 +41,7 @@ class SharedConv(nn.Module):
     scale = self.param("scale", nn.initializers.uniform(1.0), ())
     padding = tuple((k // 2, k // 2) for k in kernel.shape[:2])
     return jax.lax.conv_general_dilated(
-        x, (scale * kernel).astype(self.dtype), (self.strides, self.strides), padding,
+        x.astype(self.dtype), (scale * kernel).astype(self.dtype), (self.strides, self.strides), padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 

@@ -114,3 +114,17 @@ def test_freeze_from_stops_only_the_named_leaves():
     moved.append((bool(jnp.any(updates["act"]["hypernet"]["fc1"]["kernel"] != 0)),
                   bool(jnp.any(updates["conv"]["kernel"] != 0))))
   assert moved == [(True, True), (True, True), (False, True), (False, True)]
+
+
+def test_east_model_computes_in_bfloat16_close_to_float32():
+  x = jax.random.normal(jax.random.key(4), (2, 16, 16, 3))
+  kwargs = dict(num_classes=4, width=8, stage_sizes=(3,), share_ratio=2, act=DyReLU)
+  fp32 = create_model("resnet18", **kwargs)
+  bf16 = create_model("resnet18", dtype=jnp.bfloat16, **kwargs)
+  variables = fp32.init(jax.random.key(0), x, train=False)
+  out32 = fp32.apply(variables, x, train=False, beta=1.0)
+  out16, inter = bf16.apply(variables, x, train=False, beta=1.0, capture_intermediates=True,
+                            mutable=["intermediates"])
+  acts = inter["intermediates"]["stage1_block2"]["act_out"]["__call__"]
+  assert acts[0].dtype == jnp.bfloat16 and out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16, out32, rtol=0.1, atol=0.05)

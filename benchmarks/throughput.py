@@ -1,0 +1,109 @@
+"""Train-step throughput: dense vs EAST, float32 vs bfloat16, compile time, mask updates.
+
+  python -m benchmarks.throughput                                   # the issue-4 CPU table
+  python -m benchmarks.throughput --models=resnet50:imagenet --batch=256 --dtypes=bfloat16
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.throughput --devices=8
+
+Runs the real jitted train step (`train.make_train_step`) on synthetic data. EAST is
+the full method at `--sparsity`: weight sharing, DyReLU active (beta = 1, the costly
+phase) and cyclic updates. Sparse methods update their masks every other step, so
+ordinary and mask-update steps alternate in one compiled step and both are timed.
+Compile time is the ahead-of-time `lower().compile()` of that step. Prints a
+Markdown table row per (model, method, dtype).
+"""
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default
+from east_jax import east, optim, parallel, train
+from east_jax.models import create_model
+from east_jax.sparsity import methods, transform
+
+flags.DEFINE_list("models", ["resnet34:cifar", "resnet50:cifar", "resnet50:imagenet"],
+                  "model:stem pairs (cifar: 32x32 inputs, imagenet: 224x224)")
+flags.DEFINE_list("methods", ["dense", "east"], "dense | static | set | rigl | gmp | east")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "compute dtypes")
+flags.DEFINE_integer("width", 64, "channels of the first stage")
+flags.DEFINE_integer("batch", 128, "global batch size")
+flags.DEFINE_integer("devices", 1, "devices of the data mesh (the first N)")
+flags.DEFINE_float("sparsity", 0.999, "sparsity of the sparse methods")
+flags.DEFINE_integer("steps", 2, "timed steps of each kind")
+FLAGS = flags.FLAGS
+
+TOTAL_STEPS = 1000
+
+
+def build(model_name, stem, method, dtype, mesh):
+  """(model, tx, beta_fn, image_shape, num_classes) for one benchmark row."""
+  config = default.apply_arg(default.get_config(), f"method={method},sparsity={FLAGS.sparsity}")
+  config.sparsity.update_interval = 2
+  config.east.cycle_update_interval = 2
+  config.east.cycle_length = 0.5  # Cyclic updates throughout the timed steps.
+  num_classes = 10 if stem == "cifar" else 1000
+  model = create_model(model_name, num_classes=num_classes, width=FLAGS.width, stem=stem,
+                       bn_axis_name=parallel.DATA_AXIS, dtype=jnp.dtype(dtype),
+                       **east.model_options(config))
+  tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, TOTAL_STEPS, 100))
+  spec = methods.create_spec(config.sparsity, total_steps=TOTAL_STEPS, seed=0,
+                             kernel_uses=east.kernel_uses(model),
+                             cycles=east.cycle_schedule(config, TOTAL_STEPS))
+  if spec is not None:
+    tx = transform.sparse_training(tx, spec)
+  image = 32 if stem == "cifar" else 224
+  return model, tx, east.beta_fn(config, TOTAL_STEPS), (image, image, 3), num_classes
+
+
+def measure(model_name, stem, method, dtype):
+  """Compile seconds, median ordinary / update step seconds (update None if dense)."""
+  mesh = parallel.create_mesh(jax.devices()[:FLAGS.devices])
+  model, tx, beta_fn, image_shape, num_classes = build(model_name, stem, method, dtype, mesh)
+  state = train.create_train_state(jax.random.key(0), model, tx, image_shape, mesh)
+  rng = np.random.default_rng(0)
+  batch = parallel.global_batch({
+      "image": rng.standard_normal((FLAGS.batch, *image_shape), np.float32),
+      "label": rng.integers(0, num_classes, FLAGS.batch).astype(np.int32)}, mesh)
+  start = time.perf_counter()
+  step = train.make_train_step(model, tx, mesh, beta_fn).lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  state, metrics = step(state, batch)  # Step counter 0 -> 1: the next one updates masks.
+  jax.block_until_ready(metrics)
+  times = {"ordinary": [], "update": []}
+  for i in range(2 * FLAGS.steps):
+    kind = "update" if method not in ("dense", "static") and i % 2 == 0 else "ordinary"
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times[kind].append(time.perf_counter() - start)
+  median = {k: float(np.median(v)) if v else None for k, v in times.items()}
+  return compile_seconds, median["ordinary"], median["update"]
+
+
+def main(argv):
+  del argv
+  device = jax.devices()[0]
+  print(f"width {FLAGS.width}, batch {FLAGS.batch}, sparsity {FLAGS.sparsity}, "
+        f"{FLAGS.devices} x {device.device_kind} ({device.platform}), jax {jax.__version__}; "
+        f"median of {FLAGS.steps} steps of each kind")
+  print("| model | input | method | dtype | compile (s) | step (s) | images/s | "
+        "mask-update step (s) | update / ordinary |")
+  print("|---|---|---|---|---|---|---|---|---|", flush=True)
+  for entry in FLAGS.models:
+    model_name, _, stem = entry.partition(":")
+    stem = stem or "cifar"
+    for method in FLAGS.methods:
+      for dtype in FLAGS.dtypes:
+        compile_s, ordinary, update = measure(model_name, stem, method, dtype)
+        side = 32 if stem == "cifar" else 224
+        update_text = f"{update:.3f} | {update / ordinary:.2f}x" if update else "- | -"
+        print(f"| {model_name} | {side}x{side} | {method} | {dtype} | {compile_s:.1f} | "
+              f"{ordinary:.3f} | {FLAGS.batch / ordinary:.1f} | {update_text} |", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
