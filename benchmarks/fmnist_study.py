@@ -73,7 +73,7 @@ def main():
   parser.add_argument("--workdir", default="runs/fmnist_study")
   parser.add_argument("--methods", default="east,rigl,set,static")
   parser.add_argument("--sparsities", default="0.99,0.999,0.9995,0.9999")
-  parser.add_argument("--ablation_sparsities", default="0.999,0.9999")
+  parser.add_argument("--ablation_sparsities", default="0.99,0.999")
   parser.add_argument("--seeds", type=int, default=2)
   parser.add_argument("--steps", type=int, default=OVERRIDES["num_train_steps"])
   parser.add_argument("--report_only", action="store_true",
