@@ -37,14 +37,20 @@ def run_name(method: str, sparsity: float, seed: int, extra: str = "") -> str:
 
 
 def run(workdir: str, method: str, sparsity: float, seed: int, steps: int, extra: str = "",
-        train_missing: bool = True):
+        train_missing: bool = True, skip_started: bool = False):
   """Trains one run (unless finished) and returns (test accuracy, wall seconds);
-  None for a missing run when `train_missing` is False."""
+  None for a missing run when `train_missing` is False, or for a started one when
+  `skip_started` (several study processes sharing one workdir)."""
   path = os.path.join(workdir, run_name(method, sparsity, seed, extra))
   result_file = os.path.join(path, "study_result.json")
   if not os.path.exists(result_file):
     if not train_missing:
       return None
+    if skip_started:
+      try:
+        os.makedirs(path)  # Claims the run; another study process may own an existing one.
+      except FileExistsError:
+        return None
     arg = f"method={method},sparsity={sparsity},seed={seed}" + (f",{extra}" if extra else "")
     config = fashion_mnist_r18.get_config(arg)
     for key, value in {**OVERRIDES, "num_train_steps": steps, "eval_every_steps": steps,
@@ -78,6 +84,8 @@ def main():
                       help="ablations where EAST is above chance at this scale")
   parser.add_argument("--seeds", type=int, default=2)
   parser.add_argument("--steps", type=int, default=OVERRIDES["num_train_steps"])
+  parser.add_argument("--skip_started", action="store_true",
+                      help="leave runs that another study process has started to it")
   parser.add_argument("--report_only", action="store_true",
                       help="tabulate the finished runs, train nothing")
   args = parser.parse_args()
@@ -95,7 +103,8 @@ def main():
         cells.append("")
         continue
       results = [run(args.workdir, method, sparsity, seed, args.steps, extra,
-                     train_missing=not args.report_only) for seed in range(args.seeds)]
+                     train_missing=not args.report_only, skip_started=args.skip_started)
+                 for seed in range(args.seeds)]
       results = [r for r in results if r is not None]
       cells.append(_cell([a for a, _ in results]) + (
           f" (n={len(results)})" if len(results) < args.seeds else "") if results else "n/a")
