@@ -17,6 +17,8 @@ import statistics
 
 import matplotlib
 
+from benchmarks.fmnist_study import ABLATIONS, LABELS, run_name
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -54,16 +56,19 @@ def plot_beta(study, sparsity, out):
 
 
 def plot_layers(study, sparsity, out):
-  fig, ax = plt.subplots(figsize=(7, 4))
-  for i, label in enumerate(("east", "rigl")):
+  reports = {}
+  for label in ("east", "rigl"):
     with open(os.path.join(study, f"{label}_s{sparsity}_seed0", "sparsity.json")) as f:
-      report = json.load(f)
-    names = list(report["layers"])
-    density = [report["layers"][n] / report["layer_sizes"][n] for n in names]
+      reports[label] = json.load(f)
+  names = sorted(set(reports["rigl"]["layers"]) | set(reports["east"]["layers"]))
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, (label, report) in enumerate(reports.items()):
+    density = [report["layers"].get(n, 0) / report["layer_sizes"][n] if n in report["layers"]
+               else 0.0 for n in names]
     ax.bar([j + 0.4 * i for j in range(len(names))], density, width=0.4, label=label.upper())
   ax.set_xticks(range(len(names)), [n.replace("/kernel", "") for n in names], rotation=90,
                 fontsize=6)
-  ax.set(ylabel="density", yscale="log",
+  ax.set(ylabel="density (missing bar: 0, or a shared block)", yscale="log",
          title=f"Per-layer density at the end, {100 * sparsity:g}% sparsity")
   ax.legend()
   _save(fig, out, "layers.png")
@@ -77,14 +82,17 @@ def plot_accuracy(study, out):
       results[match["label"]][float(match["sparsity"])].append(
           100 * json.load(f)["test_accuracy"])
   fig, ax = plt.subplots(figsize=(6, 4))
+  names = {**LABELS, **{run_name("east", 0, 0, extra).split("_s0")[0]: label
+                        for label, extra in ABLATIONS.items()}}
   for label, by_sparsity in sorted(results.items()):
     levels = sorted(by_sparsity)
     means = [statistics.mean(by_sparsity[s]) for s in levels]
     stds = [statistics.stdev(by_sparsity[s]) if len(by_sparsity[s]) > 1 else 0 for s in levels]
-    ax.errorbar([100 * s for s in levels], means, yerr=stds, marker="o", capsize=3,
-                label=label)
-  ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", xscale="logit",
+    ax.errorbar([100 * (1 - s) for s in levels], means, yerr=stds, marker="o", capsize=3,
+                label=names.get(label, label))
+  ax.set(xlabel="density (%) = 100 - sparsity", ylabel="test accuracy (%)", xscale="log",
          title="Fashion-MNIST study: accuracy vs sparsity")
+  ax.invert_xaxis()
   ax.legend(fontsize=7)
   _save(fig, out, "accuracy.png")
 
@@ -99,7 +107,7 @@ def _save(fig, out, name):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--study", default="runs/fmnist_study")
-  parser.add_argument("--sparsity", type=float, default=0.999, help="run shown in curves")
+  parser.add_argument("--sparsity", type=float, default=0.99, help="run shown in curves")
   parser.add_argument("--out", default="docs/plots")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
