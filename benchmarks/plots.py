@@ -39,7 +39,7 @@ def plot_density(study, sparsity, out):
   fig, ax = plt.subplots(figsize=(6, 3.5))
   for label, style in (("east", "-"), ("rigl", "--")):
     records = _records(os.path.join(study, f"{label}_s{sparsity}_seed0"))
-    ax.plot(*_series(records, "mask/density"), style, label=f"{label.upper()} (masks)")
+    ax.plot(*_series(records, "mask/density"), style, label=f"{LABELS[label]} (masks)")
   records = _records(os.path.join(study, f"east_s{sparsity}_seed0"))
   ax.plot(*_series(records, "mask/target_density"), ":", label="EAST cycle target")
   ax.set(xlabel="step", ylabel="density (kept / unshared size)",
@@ -65,7 +65,7 @@ def plot_layers(study, sparsity, out):
   for i, (label, report) in enumerate(reports.items()):
     density = [report["layers"].get(n, 0) / report["layer_sizes"][n] if n in report["layers"]
                else 0.0 for n in names]
-    ax.bar([j + 0.4 * i for j in range(len(names))], density, width=0.4, label=label.upper())
+    ax.bar([j + 0.4 * i for j in range(len(names))], density, width=0.4, label=LABELS[label])
   ax.set_xticks(range(len(names)), [n.replace("/kernel", "") for n in names], rotation=90,
                 fontsize=6)
   ax.set(ylabel="density (missing bar: 0, or a shared block)", yscale="log",
