@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.stage_sizes = ()         # () = the architecture's own, e.g. (3, 4, 6, 3)
   config.model.stem = "cifar"           # cifar (3x3 s1) | imagenet (7x7 s2 + max-pool)
   config.model.dtype = "float32"        # compute: float32 | bfloat16 (params, optimizer: float32)
+  config.model.kernel_grad = "auto"     # conv kernel gradients: auto (matmul on CPU) | xla | matmul
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "cifar10"

@@ -3,6 +3,7 @@
 from east_jax import east
 from east_jax.errors import UserInputError
 from east_jax.models import MODEL_NAMES
+from east_jax.models.conv import KERNEL_GRADS
 from east_jax.sparsity import methods
 
 EVAL_SPLITS = ("validation", "test")
@@ -21,6 +22,9 @@ def validate(config) -> None:
            "(config.model.name).")
   _require(config.model.dtype in DTYPES,
            f"config.model.dtype must be one of {DTYPES}, got {config.model.dtype!r}.")
+  _require(config.model.kernel_grad in KERNEL_GRADS,
+           f"config.model.kernel_grad must be one of {KERNEL_GRADS}, got "
+           f"{config.model.kernel_grad!r}.")
   for field in ("batch_size", "eval_batch_size"):
     value = config[field]
     _require(isinstance(value, int) and value > 0,

@@ -223,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
                        stem=config.model.stem, stage_sizes=config.model.stage_sizes,
                        bn_axis_name=parallel.DATA_AXIS, dtype=jnp.dtype(config.model.dtype),
-                       **east.model_options(config))
+                       kernel_grad=config.model.kernel_grad, **east.model_options(config))
   learning_rate_fn = optim.create_learning_rate_fn(config, total_steps, steps_per_epoch)
   tx = optim.create_optimizer(config, learning_rate_fn,
                               freeze_step=east.hypernet_freeze_step(config, total_steps),

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from east_jax.errors import UserInputError
+from east_jax.models import conv as conv_lib
 
 ModuleDef = Any
 
@@ -35,14 +36,15 @@ class SharedConv(nn.Module):
 
   strides: int
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, kernel):
     scale = self.param("scale", nn.initializers.uniform(1.0), ())
     padding = tuple((k // 2, k // 2) for k in kernel.shape[:2])
-    return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), (scale * kernel).astype(self.dtype), (self.strides, self.strides), padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return self.conv_general_dilated(
+        x.astype(self.dtype), (scale * kernel).astype(self.dtype), (self.strides, self.strides),
+        padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class _Block(nn.Module):
@@ -54,11 +56,13 @@ class _Block(nn.Module):
   norm: ModuleDef
   act: ModuleDef
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable = jax.lax.conv_general_dilated
 
   def _conv(self, features, kernel_size, strides, name, shared):
     if shared is None:
       return self.conv(features, kernel_size, strides, name=name)
-    conv = SharedConv(strides, dtype=self.dtype, name=name)
+    conv = SharedConv(strides, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
+                      name=name)
     return lambda x: conv(x, shared[name])
 
   def _shortcut(self, residual, y):
@@ -118,6 +122,8 @@ class ResNet(nn.Module):
       times its own learnable scalar; 0 = no sharing.
     bn_axis_name: mesh axis over which BatchNorm statistics are averaged (None: local).
     dtype: computation dtype.
+    kernel_grad: how convolution kernel gradients are computed: "xla", "matmul"
+      (models/conv.py, much faster on XLA's CPU backend) or "auto" (matmul on CPU).
   """
 
   stage_sizes: Sequence[int]
@@ -130,6 +136,7 @@ class ResNet(nn.Module):
   share_ratio: int = 0
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
+  kernel_grad: str = "auto"
 
   def shared_convs(self) -> dict[str, str]:
     """{path of each conv that reuses a kernel: the kernel leaf it reuses}."""
@@ -144,7 +151,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True, beta=None):
     """Logits of NHWC images; `beta` is DyReLU's blend (None: plain ReLU)."""
-    conv = self.conv or functools.partial(_conv, dtype=self.dtype)
+    conv_fn = (conv_lib.conv_general_dilated if conv_lib.uses_matmul(self.kernel_grad)
+               else jax.lax.conv_general_dilated)
+    conv = self.conv or functools.partial(_conv, dtype=self.dtype, conv_general_dilated=conv_fn)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
@@ -161,7 +170,8 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
-                               dtype=self.dtype, name=f"stage{i + 1}_block{j}")
+                               dtype=self.dtype, conv_general_dilated=conv_fn,
+                               name=f"stage{i + 1}_block{j}")
         shared = None
         if self.share_ratio and j >= self.share_ratio:
           shared = {c: source.variables["params"][c]["kernel"] for c in block.main_convs}
@@ -173,11 +183,12 @@ class ResNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-def _conv(features, kernel_size, strides, *, name, dtype):
+def _conv(features, kernel_size, strides, *, name, dtype, conv_general_dilated):
   """A bias-free 'SAME'-style convolution with torch-compatible padding."""
   padding = tuple((k // 2, k // 2) for k in kernel_size)
   return nn.Conv(features, kernel_size, strides=(strides, strides), padding=padding,
-                 use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
+                 use_bias=False, kernel_init=conv_kernel_init, dtype=dtype,
+                 conv_general_dilated=conv_general_dilated, name=name)
 
 
 _ARCHS = {
@@ -202,6 +213,10 @@ def create_model(name: str, *, num_classes: int, width: int = 64, stem: str = "c
   sizes = tuple(stage_sizes) if stage_sizes else default_sizes
   if not sizes or min(sizes) < 1:
     raise UserInputError(f"config.model.stage_sizes must be positive block counts, got {sizes}.")
+  kernel_grad = kwargs.get("kernel_grad", "auto")
+  if kernel_grad not in conv_lib.KERNEL_GRADS:
+    raise UserInputError(f"Unknown kernel_grad {kernel_grad!r}: choose one of "
+                         f"{', '.join(conv_lib.KERNEL_GRADS)} (config.model.kernel_grad).")
   share_ratio = kwargs.get("share_ratio", 0)
   if share_ratio != 0 and share_ratio < 2:
     raise UserInputError(f"share_ratio must be 0 (no sharing) or >= 2 (block share_ratio - 1 "
