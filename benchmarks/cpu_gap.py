@@ -19,6 +19,9 @@ import subprocess
 import sys
 import time
 
+CONCURRENCY = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+ONEDNN = "--xla_cpu_use_onednn=true"
+SINGLE_THREAD_EIGEN = "--xla_cpu_multi_thread_eigen=false"
 DEFAULT = {"flags": "", "batch": 128, "dtype": "float32", "timed": "train", "kernel_grad": "auto"}
 # Each try: what it changes against DEFAULT ("auto" kernel gradients are matmuls on CPU).
 TRIES = {
@@ -32,15 +35,19 @@ TRIES = {
     "convs_nhwc_xla": {"timed": "convs:NHWC", "kernel_grad": "xla"},
     "convs_nchw_xla": {"timed": "convs:NCHW", "kernel_grad": "xla"},
     "convs_nhwc": {"timed": "convs:NHWC"},
-    "onednn": {"flags": "--xla_cpu_use_onednn=true"},
-    "onednn_fusions": {"flags": "--xla_cpu_use_onednn=true "
+    "onednn": {"flags": ONEDNN},
+    "onednn_fusions": {"flags": f"{ONEDNN} "
                                 "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce"},
     "xnnpack_off": {"flags": "--xla_cpu_use_xnnpack=false"},
     "xnn_fusions": {"flags": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce"},
     "ynn_fusions": {"flags": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce"},
     "fast_math": {"flags": "--xla_cpu_enable_fast_math=true"},
-    "eigen_single_thread": {"flags": "--xla_cpu_multi_thread_eigen=false"},
-    "concurrency_scheduler": {"flags": "--xla_cpu_enable_concurrency_optimized_scheduler=true"},
+    "eigen_single_thread": {"flags": SINGLE_THREAD_EIGEN},
+    "concurrency_scheduler": {"flags": CONCURRENCY},
+    "concurrency_onednn": {"flags": f"{CONCURRENCY} {ONEDNN}"},
+    "concurrency_single_thread_eigen": {"flags": f"{CONCURRENCY} {SINGLE_THREAD_EIGEN}"},
+    "concurrency_onednn_batch64": {"flags": f"{CONCURRENCY} {ONEDNN}", "batch": 64},
+    "concurrency_onednn_bfloat16": {"flags": f"{CONCURRENCY} {ONEDNN}", "dtype": "bfloat16"},
 }
 
 
