@@ -19,6 +19,14 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+
+from benchmarks import timing
+from configs import default
+from east_jax import optim, parallel, train
+from east_jax.models import conv, create_model
+
 CONCURRENCY = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
 ONEDNN = "--xla_cpu_use_onednn=true"
 SINGLE_THREAD_EIGEN = "--xla_cpu_multi_thread_eigen=false"
@@ -57,13 +65,6 @@ def _settings(name):
 
 def _train_fn(batch, dtype, forward_only, kernel_grad):
   """(step function, its arguments) for the real train step or the eval forward pass."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from configs import default
-  from east_jax import optim, parallel, train
-  from east_jax.models import create_model
-
   config = default.get_config()
   mesh = parallel.create_mesh(jax.devices()[:1])
   model = create_model("resnet18", num_classes=10, width=64, stem="cifar",
@@ -71,11 +72,7 @@ def _train_fn(batch, dtype, forward_only, kernel_grad):
                        kernel_grad=kernel_grad)
   tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000, 100))
   state = train.create_train_state(jax.random.key(0), model, tx, (32, 32, 3), mesh)
-  rng = np.random.default_rng(0)
-  data = {"image": rng.standard_normal((batch, 32, 32, 3), np.float32),
-          "label": rng.integers(0, 10, batch).astype(np.int32),
-          "mask": np.ones(batch, np.float32)}
-  data = parallel.global_batch(data, mesh)
+  data = timing.synthetic_batch(mesh, batch, (32, 32, 3), 10)
   if forward_only:
     return train.make_eval_step(model, mesh), (state, data), False
   return train.make_train_step(model, tx, mesh), (state, data), True
@@ -83,10 +80,6 @@ def _train_fn(batch, dtype, forward_only, kernel_grad):
 
 def _convs_fn(batch, layout, kernel_grad):
   """Forward and backward of ResNet-18's 3x3 convolutions alone (as often as in the net)."""
-  import jax
-  import jax.numpy as jnp
-  from east_jax.models import conv
-
   conv_fn = conv.conv_general_dilated if conv.uses_matmul(kernel_grad) else (
       jax.lax.conv_general_dilated)
   shapes = [(32, 64, 64, 1), (32, 64, 128, 2), (16, 128, 128, 1), (16, 128, 256, 2),
@@ -114,7 +107,6 @@ def _convs_fn(batch, layout, kernel_grad):
 
 def run_try(name, steps):
   """Runs one try in this process; returns its measurements as a dict."""
-  import jax
   t = _settings(name)
   if t["timed"].startswith("convs:"):
     fn, args, donates_state = _convs_fn(t["batch"], t["timed"].partition(":")[2],
@@ -125,15 +117,15 @@ def run_try(name, steps):
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(steps + 1):  # The first call is a warm-up.
-    start = time.perf_counter()
+
+  def run_step():
+    nonlocal args
     out = compiled(*args)
     jax.block_until_ready(out)
-    times.append(time.perf_counter() - start)
     if donates_state:
       args = (out[0], args[1])  # The train step donates its state: carry the new one.
-  step_s = sorted(times[1:])[len(times[1:]) // 2]
+
+  step_s = timing.median_times(run_step, ["step"] * steps)["step"]
   return {"compile_s": compile_s, "step_s": step_s, "images_per_s": t["batch"] / step_s}
 
 

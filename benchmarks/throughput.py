@@ -2,6 +2,8 @@
 
   python -m benchmarks.throughput                                   # the issue-4 CPU table
   python -m benchmarks.throughput --models=resnet50:imagenet --batch=256 --dtypes=bfloat16
+  python -m benchmarks.throughput --models=resnet34:cifar --methods=dense,static,set,rigl,gmp \
+      --dtypes=float32                   # every sparse method against dense (issue 5)
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.throughput --devices=8
 
 Runs the real jitted train step (`train.make_train_step`) on synthetic data. EAST is
@@ -18,12 +20,12 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from configs import default
 from east_jax import east, optim, parallel, train
 from east_jax.models import create_model
 from east_jax.sparsity import methods, transform
+from benchmarks import timing
 
 flags.DEFINE_list("models", ["resnet34:cifar", "resnet50:cifar", "resnet50:imagenet"],
                   "model:stem pairs (cifar: 32x32 inputs, imagenet: 224x224)")
@@ -39,7 +41,7 @@ FLAGS = flags.FLAGS
 TOTAL_STEPS = 1000
 
 
-def build(model_name, stem, method, dtype, mesh):
+def build(model_name, stem, method, dtype):
   """(model, tx, beta_fn, image_shape, num_classes) for one benchmark row."""
   config = default.apply_arg(default.get_config(), f"method={method},sparsity={FLAGS.sparsity}")
   config.sparsity.update_interval = 2
@@ -62,26 +64,23 @@ def build(model_name, stem, method, dtype, mesh):
 def measure(model_name, stem, method, dtype):
   """Compile seconds, median ordinary / update step seconds (update None if dense)."""
   mesh = parallel.create_mesh(jax.devices()[:FLAGS.devices])
-  model, tx, beta_fn, image_shape, num_classes = build(model_name, stem, method, dtype, mesh)
+  model, tx, beta_fn, image_shape, num_classes = build(model_name, stem, method, dtype)
   state = train.create_train_state(jax.random.key(0), model, tx, image_shape, mesh)
-  rng = np.random.default_rng(0)
-  batch = parallel.global_batch({
-      "image": rng.standard_normal((FLAGS.batch, *image_shape), np.float32),
-      "label": rng.integers(0, num_classes, FLAGS.batch).astype(np.int32)}, mesh)
+  batch = timing.synthetic_batch(mesh, FLAGS.batch, image_shape, num_classes)
   start = time.perf_counter()
   step = train.make_train_step(model, tx, mesh, beta_fn).lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
-  state, metrics = step(state, batch)  # Step counter 0 -> 1: the next one updates masks.
-  jax.block_until_ready(metrics)
-  times = {"ordinary": [], "update": []}
-  for i in range(2 * FLAGS.steps):
-    kind = "update" if method not in ("dense", "static") and i % 2 == 0 else "ordinary"
-    start = time.perf_counter()
+
+  def run_step():
+    nonlocal state
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
-    times[kind].append(time.perf_counter() - start)
-  median = {k: float(np.median(v)) if v else None for k, v in times.items()}
-  return compile_seconds, median["ordinary"], median["update"]
+
+  # The warm-up is step 0 -> 1, so mask updates (every other step) fall on the even calls.
+  sparse = method not in ("dense", "static")
+  median = timing.median_times(run_step, ["update" if sparse and i % 2 == 0 else "ordinary"
+                                          for i in range(2 * FLAGS.steps)])
+  return compile_seconds, median["ordinary"], median.get("update")
 
 
 def main(argv):

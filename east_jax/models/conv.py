@@ -23,9 +23,8 @@ _IM2COL_MAX_ROWS = 256
 
 
 def uses_matmul(kernel_grad: str) -> bool:
-  """Whether `kernel_grad` means the matmul kernel gradient on this backend."""
-  if kernel_grad not in KERNEL_GRADS:
-    raise ValueError(f"kernel_grad must be one of {KERNEL_GRADS}, got {kernel_grad!r}.")
+  """Whether `kernel_grad` (one of KERNEL_GRADS, checked by create_model) means the matmul
+  kernel gradient on this backend."""
   return kernel_grad == "matmul" or (kernel_grad == "auto" and jax.default_backend() == "cpu")
 
 
