@@ -1,10 +1,10 @@
 """EAST vs RigL, SET and static sparse on real Fashion-MNIST, on a CPU.
 
 38 runs (4 methods x 4 sparsities x 2 seeds, 3 ablations at 99% x 2 seeds), about
-165 s each on 2 CPU cores: about 1 h 45 min. Every run is `configs/fashion_mnist_r18.py` with the config argument
-`method=<m>,sparsity=<s>,seed=<k>` and the study's short-run overrides below (a
-small ResNet with 3 blocks per stage, so that weight sharing has blocks to share),
-trained in-process one after another. Finished runs are skipped, so an interrupted
+165 s each on 2 CPU cores: about 1 h 45 min. Every run is `configs/fashion_mnist_r18.py`
+with the config argument `method=<m>,sparsity=<s>,seed=<k>` and the study's short-run
+overrides below (a small ResNet with 3 blocks per stage, so that weight sharing has
+blocks to share), trained in-process one after another. Finished runs are skipped, so an interrupted
 study resumes. Prints, and writes to <workdir>/study.md, a Markdown table of test
 accuracy (mean +- std over seeds) and wall time, plus the ablation rows.
 

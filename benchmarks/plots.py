@@ -63,8 +63,8 @@ def plot_layers(study, sparsity, out):
   names = sorted(set(reports["rigl"]["layers"]) | set(reports["east"]["layers"]))
   fig, ax = plt.subplots(figsize=(7, 4))
   for i, (label, report) in enumerate(reports.items()):
-    density = [report["layers"].get(n, 0) / report["layer_sizes"][n] if n in report["layers"]
-               else 0.0 for n in names]
+    density = [report["layers"][n] / report["layer_sizes"][n] if n in report["layers"] else 0.0
+               for n in names]
     ax.bar([j + 0.4 * i for j in range(len(names))], density, width=0.4, label=LABELS[label])
   ax.set_xticks(range(len(names)), [n.replace("/kernel", "") for n in names], rotation=90,
                 fontsize=6)
