@@ -4,6 +4,7 @@ from east_jax import east
 from east_jax.errors import UserInputError
 from east_jax.models import MODEL_NAMES
 from east_jax.models.conv import KERNEL_GRADS
+from east_jax.models.sparse_conv import SPARSE_COMPUTE
 from east_jax.sparsity import methods
 
 EVAL_SPLITS = ("validation", "test")
@@ -25,6 +26,9 @@ def validate(config) -> None:
   _require(config.model.kernel_grad in KERNEL_GRADS,
            f"config.model.kernel_grad must be one of {KERNEL_GRADS}, got "
            f"{config.model.kernel_grad!r}.")
+  _require(config.model.sparse_compute in SPARSE_COMPUTE,
+           f"config.model.sparse_compute must be one of {SPARSE_COMPUTE}, got "
+           f"{config.model.sparse_compute!r}.")
   for field in ("batch_size", "eval_batch_size"):
     value = config[field]
     _require(isinstance(value, int) and value > 0,

@@ -30,6 +30,8 @@ from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import create_model
 from east_jax.models import dyrelu
+from east_jax.models import layers
+from east_jax.models import sparse_conv
 from east_jax.sparsity import accounting
 from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import methods
@@ -68,6 +70,26 @@ def _beta(beta_fn, step):
   return None if beta_fn is None else beta_fn(step)
 
 
+def _variables(model, state, params) -> dict:
+  """What `model.apply` takes: params, BatchNorm statistics and, for a model that computes
+  over kept weights only, the masks."""
+  variables = {"params": params, "batch_stats": state.batch_stats}
+  if model.sparse_capacity:
+    variables[layers.MASKS] = state.opt_state.masks
+  return variables
+
+
+def sparse_compute_model(model, spec, params, mode: str):
+  """`model` with the layers that `mode` (config.model.sparse_compute) selects computed
+  over their kept weights only, in as many slots as they ever keep."""
+  if spec is None:
+    return model
+  capacity = sparse_transform.kept_capacity(spec, params)
+  sizes = {n: x.size for n, x in masks_lib.layers(params, capacity).items()}
+  return model.clone(sparse_capacity=sparse_conv.select(capacity, sizes, mode,
+                                                        jax.default_backend()))
+
+
 def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
                ) -> tuple[TrainState, dict]:
   """One SGD step on this device's shard of the global batch (inside shard_map).
@@ -79,9 +101,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
   """
 
   def loss_fn(params):
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                  batch["image"], train=True, beta=_beta(beta_fn, state.step),
-                                  mutable=["batch_stats"])
+    logits, updates = model.apply(_variables(model, state, params), batch["image"], train=True,
+                                  beta=_beta(beta_fn, state.step), mutable=["batch_stats"])
     loss = jax.lax.pmean(cross_entropy(logits, batch["label"]).mean(), parallel.DATA_AXIS)
     return loss, (logits, updates["batch_stats"])
 
@@ -97,8 +118,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
 def eval_step(state: TrainState, batch: dict, *, model, beta_fn=None) -> dict:
   """Sums of loss, correct predictions and real examples over the global batch;
   padded examples (mask 0) count for nothing."""
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                       batch["image"], train=False, beta=_beta(beta_fn, state.step))
+  logits = model.apply(_variables(model, state, state.params), batch["image"], train=False,
+                       beta=_beta(beta_fn, state.step))
   mask = batch["mask"]
   sums = {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
           "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
@@ -234,6 +255,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
+  fast_model = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
+  # Steps whose mask update reads gradients at pruned positions run the dense layers.
+  dense_steps = (sparse_transform.dense_gradient_steps(spec) if fast_model.sparse_capacity
+                 else frozenset())
   sparsity_report = _sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
   beta_fn = east.beta_fn(config, total_steps)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
@@ -257,11 +282,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       f.write(config.to_json_best_effort(indent=2))
   if sparsity_report and is_chief:
     print(sparsity_report(state, table=True))
-  # With DyReLU: one program with the hyper-networks while beta > 0, one plain ReLU
-  # program after (jit compiles each on first use).
-  p_train_steps = {True: make_train_step(model, tx, mesh, beta_fn),
-                   False: make_train_step(model, tx, mesh)}
-  p_eval_steps = {True: make_eval_step(model, mesh, beta_fn), False: make_eval_step(model, mesh)}
+    print(f"sparse compute ({config.model.sparse_compute}): "
+          f"{len(fast_model.sparse_capacity)} layers over their kept weights only")
+  # With DyReLU: programs with the hyper-networks while beta > 0, plain ReLU ones after;
+  # with sparse compute: dense-layer programs for the steps that need dense gradients
+  # (jit compiles each on first use).
+  p_train_steps = {(active, dense): make_train_step(model if dense else fast_model, tx, mesh,
+                                                    beta_fn if active else None)
+                   for active in (True, False) for dense in (True, False)}
+  p_eval_steps = {True: make_eval_step(fast_model, mesh, beta_fn),
+                  False: make_eval_step(fast_model, mesh)}
 
   def hypernet_active(step_count):
     return beta_fn is not None and step_count < relu_from
@@ -274,7 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = p_train_steps[hypernet_active(step - 1)](state, batch)
+      program = (hypernet_active(step - 1), step - 1 in dense_steps)
+      state, step_metrics = p_train_steps[program](state, batch)
       pending.append(step_metrics)
       progress.update()
       is_last = step == total_steps

@@ -1,8 +1,10 @@
 """ResNet-18/34/50 (post-activation, v1.5) with CIFAR and ImageNet stems.
 
 `conv` and `act` are injected module factories (EAST swaps in DyReLU);
-`share_ratio` turns on EAST's weight sharing inside each stage. Convolutions have no bias, the
-classifier has no bias, projection shortcuts are 1x1 conv + BatchNorm.
+`share_ratio` turns on EAST's weight sharing inside each stage; `sparse_capacity` makes the
+named layers compute over their kept weights only (models/layers.py), with the masks passed
+to `apply` as the `masks` collection. Convolutions have no bias, the classifier has no bias,
+projection shortcuts are 1x1 conv + BatchNorm.
 """
 
 import functools
@@ -14,12 +16,9 @@ import jax.numpy as jnp
 
 from east_jax.errors import UserInputError
 from east_jax.models import conv as conv_lib
+from east_jax.models import layers
 
 ModuleDef = Any
-
-# Kaiming-normal (fan_out), as torchvision initialises ResNet convolutions.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
 
 class ReLU(nn.Module):
   """Plain ReLU as a module, so that activations are injectable like convs."""
@@ -28,23 +27,6 @@ class ReLU(nn.Module):
   def __call__(self, x, beta=None):
     del beta  # Only DyReLU uses it.
     return nn.relu(x)
-
-
-class SharedConv(nn.Module):
-  """A convolution with a kernel owned by another block, times a learnable scalar
-  (one per reusing conv, initialised U(0, 1)): EAST's weight sharing."""
-
-  strides: int
-  dtype: Any = jnp.float32
-  conv_general_dilated: Callable = jax.lax.conv_general_dilated
-
-  @nn.compact
-  def __call__(self, x, kernel):
-    scale = self.param("scale", nn.initializers.uniform(1.0), ())
-    padding = tuple((k // 2, k // 2) for k in kernel.shape[:2])
-    return self.conv_general_dilated(
-        x.astype(self.dtype), (scale * kernel).astype(self.dtype), (self.strides, self.strides),
-        padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class _Block(nn.Module):
@@ -57,18 +39,24 @@ class _Block(nn.Module):
   act: ModuleDef
   dtype: Any = jnp.float32
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
+  capacity: Any = None  # {conv name: kept-weight slots} of the convs computed sparsely
+
+  def _capacity(self, name):
+    return (self.capacity or {}).get(name, 0)
 
   def _conv(self, features, kernel_size, strides, name, shared):
     if shared is None:
-      return self.conv(features, kernel_size, strides, name=name)
-    conv = SharedConv(strides, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
-                      name=name)
-    return lambda x: conv(x, shared[name])
+      return self.conv(features, kernel_size, strides, name=name, capacity=self._capacity(name))
+    conv = layers.SharedConv(strides, capacity=self._capacity(name), dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated, name=name)
+    kernel, mask = shared[name]
+    return lambda x: conv(x, kernel, mask)
 
   def _shortcut(self, residual, y):
     if residual.shape == y.shape:
       return residual
-    residual = self.conv(y.shape[-1], (1, 1), self.strides, name="shortcut_conv")(residual)
+    residual = self.conv(y.shape[-1], (1, 1), self.strides, name="shortcut_conv",
+                         capacity=self._capacity("shortcut_conv"))(residual)
     return self.norm(name="shortcut_bn")(residual)
 
 
@@ -80,7 +68,7 @@ class BasicBlock(_Block):
 
   @nn.compact
   def __call__(self, x, beta=None, shared=None):
-    """`shared`: {conv name: kernel} reused from another block (weight sharing)."""
+    """`shared`: {conv name: (kernel, mask)} reused from another block (weight sharing)."""
     y = self._conv(self.filters, (3, 3), self.strides, "conv1", shared)(x)
     y = self.act(name="act1")(self.norm(name="bn1")(y), beta)
     y = self._conv(self.filters, (3, 3), 1, "conv2", shared)(y)
@@ -96,7 +84,7 @@ class Bottleneck(_Block):
 
   @nn.compact
   def __call__(self, x, beta=None, shared=None):
-    """`shared`: {conv name: kernel} reused from another block (weight sharing)."""
+    """`shared`: {conv name: (kernel, mask)} reused from another block (weight sharing)."""
     y = self._conv(self.filters, (1, 1), 1, "conv1", shared)(x)
     y = self.act(name="act1")(self.norm(name="bn1")(y), beta)
     y = self._conv(self.filters, (3, 3), self.strides, "conv2", shared)(y)
@@ -115,7 +103,8 @@ class ResNet(nn.Module):
     num_classes: classifier outputs.
     width: channels of the first stage (64 in the paper); stage i has width * 2**i.
     stem: "cifar" (3x3 stride 1, no max-pool) or "imagenet" (7x7 stride 2 + max-pool).
-    conv: convolution factory, called as conv(features, kernel_size, strides, name=...).
+    conv: convolution factory, called as conv(features, kernel_size, strides, name=...,
+      capacity=...) (capacity: kept-weight slots, 0 = dense).
     act: activation module factory, called as act(name=...)(x, beta).
     share_ratio: weight sharing (METHOD.md section 2): in each stage, blocks with
       index >= share_ratio reuse the conv kernels of block share_ratio - 1, each
@@ -124,6 +113,9 @@ class ResNet(nn.Module):
     dtype: computation dtype.
     kernel_grad: how convolution kernel gradients are computed: "xla", "matmul"
       (models/conv.py, much faster on XLA's CPU backend) or "auto" (matmul on CPU).
+    sparse_capacity: ((kernel leaf name, slots), ...): layers computed over their kept
+      weights only, in that many slots (at least the layer's largest kept count); their
+      masks must be passed to `apply` as the `masks` collection. () = all dense.
   """
 
   stage_sizes: Sequence[int]
@@ -137,6 +129,7 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   dtype: Any = jnp.float32
   kernel_grad: str = "auto"
+  sparse_capacity: tuple = ()
 
   def shared_convs(self) -> dict[str, str]:
     """{path of each conv that reuses a kernel: the kernel leaf it reuses}."""
@@ -153,14 +146,15 @@ class ResNet(nn.Module):
     """Logits of NHWC images; `beta` is DyReLU's blend (None: plain ReLU)."""
     conv_fn = (conv_lib.conv_general_dilated if conv_lib.uses_matmul(self.kernel_grad)
                else jax.lax.conv_general_dilated)
-    conv = self.conv or functools.partial(_conv, dtype=self.dtype, conv_general_dilated=conv_fn)
+    conv = self.conv or functools.partial(layers.Conv, dtype=self.dtype,
+                                          conv_general_dilated=conv_fn)
+    capacity = dict(self.sparse_capacity)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
-    if self.stem == "cifar":
-      x = conv(self.width, (3, 3), 1, name="stem_conv")(x)
-    else:
-      x = conv(self.width, (7, 7), 2, name="stem_conv")(x)
+    kernel, stride = ((3, 3), 1) if self.stem == "cifar" else ((7, 7), 2)
+    x = conv(self.width, kernel, stride, name="stem_conv",
+             capacity=capacity.get("stem_conv/kernel", 0))(x)
     x = norm(name="stem_bn")(x)
     x = self.act(name="stem_act")(x, beta)
     if self.stem == "imagenet":
@@ -169,26 +163,27 @@ class ResNet(nn.Module):
       source = None
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
-                               dtype=self.dtype, conv_general_dilated=conv_fn,
-                               name=f"stage{i + 1}_block{j}")
+        name = f"stage{i + 1}_block{j}"
         shared = None
         if self.share_ratio and j >= self.share_ratio:
-          shared = {c: source.variables["params"][c]["kernel"] for c in block.main_convs}
+          masks = source.variables.get(layers.MASKS, {})
+          shared = {c: (source.variables["params"][c]["kernel"], masks.get(c, {}).get("kernel"))
+                    for c in self.block_cls.main_convs}
+        owner = source.name if shared else name  # Shared kernels keep their owner's slots.
+        block_capacity = {c: capacity[f"{owner}/{c}/kernel"] for c in self.block_cls.main_convs
+                          if f"{owner}/{c}/kernel" in capacity}
+        if f"{name}/shortcut_conv/kernel" in capacity:
+          block_capacity["shortcut_conv"] = capacity[f"{name}/shortcut_conv/kernel"]
+        block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
+                               dtype=self.dtype, conv_general_dilated=conv_fn,
+                               capacity=block_capacity, name=name)
         x = block(x, beta, shared)
         if self.share_ratio and j == self.share_ratio - 1:
           source = block
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="classifier")(x)
+    x = layers.Dense(self.num_classes, capacity=capacity.get("classifier/kernel", 0),
+                     dtype=self.dtype, name="classifier")(x)
     return x.astype(jnp.float32)
-
-
-def _conv(features, kernel_size, strides, *, name, dtype, conv_general_dilated):
-  """A bias-free 'SAME'-style convolution with torch-compatible padding."""
-  padding = tuple((k // 2, k // 2) for k in kernel_size)
-  return nn.Conv(features, kernel_size, strides=(strides, strides), padding=padding,
-                 use_bias=False, kernel_init=conv_kernel_init, dtype=dtype,
-                 conv_general_dilated=conv_general_dilated, name=name)
 
 
 _ARCHS = {

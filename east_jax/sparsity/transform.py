@@ -117,6 +117,29 @@ def cycle_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], np.ndarray
   return steps, _count_table(spec, shapes, [spec.cycles.density(s, spec.density) for s in steps])
 
 
+def kept_capacity(spec: SparsitySpec, params) -> dict[str, int]:
+  """Every prunable layer's largest kept count over training: the static number of slots
+  a computation over the kept weights needs (cycles peak above the target; GMP starts
+  dense)."""
+  shapes = prunable_shapes(spec, params)
+  if spec.update_rule == "gmp":
+    return {n: math.prod(s) for n, s in shapes.items()}
+  counts = target_counts(spec, shapes)
+  if spec.cycles is not None:
+    peaks = cycle_count_table(spec, shapes)[1].max(axis=0, initial=0)
+    counts = {n: max(c, int(p)) for (n, c), p in zip(counts.items(), peaks)}
+  return counts
+
+
+def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:
+  """The steps (transformation step counts) whose mask update reads the gradient at
+  pruned positions (RigL's growth); every other step needs it at kept positions only."""
+  if spec.update_rule != "rigl":
+    return frozenset()
+  steps = np.arange(spec.total_steps)
+  return frozenset(int(s) for s in steps[np.asarray(is_update_step(spec, steps))])
+
+
 def _is_classifier(name: str) -> bool:
   return name.startswith("classifier/")
 

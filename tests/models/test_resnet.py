@@ -88,7 +88,8 @@ def test_conv_and_activation_are_injectable():
       calls["act"] += 1
       return nn.relu(x)
 
-  def conv(features, kernel_size, strides, *, name):
+  def conv(features, kernel_size, strides, *, name, capacity):
+    assert capacity == 0  # Every layer is dense without sparse_capacity.
     calls["conv"] += 1
     return nn.Conv(features, kernel_size, strides=strides, use_bias=False, name=name)
 
