@@ -86,8 +86,8 @@ def sparse_compute_model(model, spec, params, mode: str):
     return model
   capacity = sparse_transform.kept_capacity(spec, params)
   sizes = {n: x.size for n, x in masks_lib.layers(params, capacity).items()}
-  return model.clone(sparse_capacity=sparse_conv.select(capacity, sizes, mode,
-                                                        jax.default_backend()))
+  selected = sparse_conv.select(capacity, sizes, mode, jax.default_backend())
+  return model.clone(sparse_capacity=selected, layout="CNHW" if selected else model.layout)
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None

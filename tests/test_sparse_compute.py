@@ -38,7 +38,8 @@ def test_resnet_loss_and_kept_gradients_equal_the_masked_model(name, stem, share
   variables = dense.init(jax.random.key(0), x, train=False)
   masks, counts = _random_masks(variables["params"], 0.2)
   params = masks_lib.apply(variables["params"], masks)
-  sparse = dense.clone(sparse_capacity=tuple((n, c + 2) for n, c in counts.items()))
+  sparse = dense.clone(sparse_capacity=tuple((n, c + 2) for n, c in counts.items()),
+                       layout="CNHW")
   labels = jnp.arange(4) % 5
 
   def loss_fn(model, extra):

@@ -36,22 +36,30 @@ class HyperNet(nn.Module):
 
 
 class DyReLU(nn.Module):
-  """DyReLU-B over NHWC inputs; `beta` in [0, 1] blends it with ReLU."""
+  """DyReLU-B over NHWC (or, with layout="CNHW", channel-first) inputs; `beta` in
+  [0, 1] blends it with ReLU."""
 
   reduction: int = 4
+  layout: str = "NHWC"
 
   @nn.compact
   def __call__(self, x, beta=None):
     """Computes in x's dtype (the model's compute dtype)."""
-    hyper = HyperNet(x.shape[-1], self.reduction, x.dtype, name=HYPERNET)
+    first = self.layout == "CNHW"
+    hyper = HyperNet(x.shape[0 if first else -1], self.reduction, x.dtype, name=HYPERNET)
+
+    def pooled():  # (N, C)
+      return jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
+
     if beta is None:
       if self.is_initializing():
-        hyper(jnp.mean(x, axis=(1, 2)))  # Create the params so that every phase has them.
+        hyper(pooled())  # Create the params so that every phase has them.
       return nn.relu(x)
-    theta = hyper(jnp.mean(x, axis=(1, 2)))
+    theta = hyper(pooled())
     coef = jnp.asarray(_RELU, x.dtype) + (jnp.asarray(beta, x.dtype) * theta
                                           * jnp.asarray(_SCALE, x.dtype))
-    coef = coef[:, None, None]  # (N, 1, 1, C, 4): shared over space.
+    # (N, 1, 1, C, 4) or (C, N, 1, 1, 4): shared over space.
+    coef = coef.transpose(1, 0, 2)[:, :, None, None] if first else coef[:, None, None]
     return jnp.maximum(coef[..., 0] * x + coef[..., 2], coef[..., 1] * x + coef[..., 3])
 
 

@@ -6,6 +6,8 @@ passed to `apply` as `{"masks": masks}`) and computes over the kept weights only
 (`sparse_conv`), in at most `capacity` slots; with `capacity` 0 it runs the dense
 convolution or matmul. Both give the same outputs and the same kernel gradient at kept
 positions; only the dense one has the gradient at pruned positions (RigL's growth).
+Convolutions take activations in the model's `layout`: NHWC, or CNHW (channel first),
+the layout in which the sparse computation needs no transposes.
 """
 
 from typing import Any, Callable
@@ -19,6 +21,11 @@ from east_jax.models import sparse_conv
 # Kaiming-normal (fan_out), as torchvision initialises ResNet convolutions.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 MASKS = "masks"  # Variable collection holding the masks of the sparse layers.
+LAYOUTS = ("NHWC", "CNHW")
+
+
+def channel_axis(layout: str) -> int:
+  return 0 if layout == "CNHW" else -1
 
 
 def _padding(kernel_shape):
@@ -26,16 +33,21 @@ def _padding(kernel_shape):
   return tuple((k // 2, k // 2) for k in kernel_shape[:2])
 
 
-def _conv(x, kernel, mask, strides, *, capacity, dtype, conv_general_dilated, scale=None):
+def _conv(x, kernel, mask, strides, *, capacity, dtype, layout, conv_general_dilated,
+          scale=None):
   x = x.astype(dtype)
   strides = (strides, strides)
   if capacity:
+    if layout != "CNHW":
+      raise ValueError("Convolutions over kept weights need the CNHW layout.")
     return sparse_conv.conv(x, kernel.astype(dtype), mask, capacity, strides,
                             _padding(kernel.shape), scale=scale)
   if scale is not None:
     kernel = scale * kernel
+  if layout == "CNHW":  # The matmul kernel gradient (models/conv.py) is NHWC only.
+    conv_general_dilated = jax.lax.conv_general_dilated
   return conv_general_dilated(x, kernel.astype(dtype), strides, _padding(kernel.shape),
-                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                              dimension_numbers=(layout, "HWIO", layout))
 
 
 class Conv(nn.Module):
@@ -46,15 +58,17 @@ class Conv(nn.Module):
   strides: int = 1
   capacity: int = 0
   dtype: Any = jnp.float32
+  layout: str = "NHWC"
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", conv_kernel_init,
-                        (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    cin = x.shape[channel_axis(self.layout)]
+    kernel = self.param("kernel", conv_kernel_init, (*self.kernel_size, cin, self.features),
+                        jnp.float32)
     mask = self.get_variable(MASKS, "kernel") if self.capacity else None
     return _conv(x, kernel, mask, self.strides, capacity=self.capacity, dtype=self.dtype,
-                 conv_general_dilated=self.conv_general_dilated)
+                 layout=self.layout, conv_general_dilated=self.conv_general_dilated)
 
 
 class SharedConv(nn.Module):
@@ -64,13 +78,15 @@ class SharedConv(nn.Module):
   strides: int
   capacity: int = 0
   dtype: Any = jnp.float32
+  layout: str = "NHWC"
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, kernel, mask=None):
     scale = self.param("scale", nn.initializers.uniform(1.0), ())
     return _conv(x, kernel, mask, self.strides, capacity=self.capacity, dtype=self.dtype,
-                 conv_general_dilated=self.conv_general_dilated, scale=scale.astype(self.dtype))
+                 layout=self.layout, conv_general_dilated=self.conv_general_dilated,
+                 scale=scale.astype(self.dtype))
 
 
 class Dense(nn.Module):
@@ -88,6 +104,6 @@ class Dense(nn.Module):
     if not self.capacity:
       return x @ kernel.astype(self.dtype)
     mask = self.get_variable(MASKS, "kernel")
-    y = sparse_conv.conv(x[:, None, None], kernel.astype(self.dtype)[None, None], mask[None, None],
-                         self.capacity, (1, 1), ((0, 0), (0, 0)))
-    return y[:, 0, 0]
+    y = sparse_conv.conv(x.T[:, :, None, None], kernel.astype(self.dtype)[None, None],
+                         mask[None, None], self.capacity, (1, 1), ((0, 0), (0, 0)))
+    return y[:, :, 0, 0].T

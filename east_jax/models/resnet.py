@@ -23,6 +23,8 @@ ModuleDef = Any
 class ReLU(nn.Module):
   """Plain ReLU as a module, so that activations are injectable like convs."""
 
+  layout: str = "NHWC"  # Elementwise: any layout.
+
   @nn.compact
   def __call__(self, x, beta=None):
     del beta  # Only DyReLU uses it.
@@ -40,6 +42,7 @@ class _Block(nn.Module):
   dtype: Any = jnp.float32
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
   capacity: Any = None  # {conv name: kept-weight slots} of the convs computed sparsely
+  layout: str = "NHWC"
 
   def _capacity(self, name):
     return (self.capacity or {}).get(name, 0)
@@ -48,14 +51,15 @@ class _Block(nn.Module):
     if shared is None:
       return self.conv(features, kernel_size, strides, name=name, capacity=self._capacity(name))
     conv = layers.SharedConv(strides, capacity=self._capacity(name), dtype=self.dtype,
-                             conv_general_dilated=self.conv_general_dilated, name=name)
+                             layout=self.layout, conv_general_dilated=self.conv_general_dilated,
+                             name=name)
     kernel, mask = shared[name]
     return lambda x: conv(x, kernel, mask)
 
   def _shortcut(self, residual, y):
     if residual.shape == y.shape:
       return residual
-    residual = self.conv(y.shape[-1], (1, 1), self.strides, name="shortcut_conv",
+    residual = self.conv(self.filters * self.expansion, (1, 1), self.strides, name="shortcut_conv",
                          capacity=self._capacity("shortcut_conv"))(residual)
     return self.norm(name="shortcut_bn")(residual)
 
@@ -116,6 +120,9 @@ class ResNet(nn.Module):
     sparse_capacity: ((kernel leaf name, slots), ...): layers computed over their kept
       weights only, in that many slots (at least the layer's largest kept count); their
       masks must be passed to `apply` as the `masks` collection. () = all dense.
+    layout: activations inside the network, "NHWC" or "CNHW" (channel first, what the
+      computation over kept weights needs); inputs and logits are NHWC / (N, classes)
+      either way, and the params are the same.
   """
 
   stage_sizes: Sequence[int]
@@ -130,6 +137,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   kernel_grad: str = "auto"
   sparse_capacity: tuple = ()
+  layout: str = "NHWC"
 
   def shared_convs(self) -> dict[str, str]:
     """{path of each conv that reuses a kernel: the kernel leaf it reuses}."""
@@ -146,19 +154,27 @@ class ResNet(nn.Module):
     """Logits of NHWC images; `beta` is DyReLU's blend (None: plain ReLU)."""
     conv_fn = (conv_lib.conv_general_dilated if conv_lib.uses_matmul(self.kernel_grad)
                else jax.lax.conv_general_dilated)
-    conv = self.conv or functools.partial(layers.Conv, dtype=self.dtype,
+    first = self.layout == "CNHW"
+    conv = self.conv or functools.partial(layers.Conv, dtype=self.dtype, layout=self.layout,
                                           conv_general_dilated=conv_fn)
+    act = functools.partial(self.act, layout=self.layout) if first else self.act
     capacity = dict(self.sparse_capacity)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name,
+                             axis=layers.channel_axis(self.layout))
     x = x.astype(self.dtype)
+    if first:
+      x = x.transpose(3, 0, 1, 2)
     kernel, stride = ((3, 3), 1) if self.stem == "cifar" else ((7, 7), 2)
     x = conv(self.width, kernel, stride, name="stem_conv",
              capacity=capacity.get("stem_conv/kernel", 0))(x)
     x = norm(name="stem_bn")(x)
-    x = self.act(name="stem_act")(x, beta)
+    x = act(name="stem_act")(x, beta)
     if self.stem == "imagenet":
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      window, pad = ((1, 1, 3, 3), (1, 1, 2, 2)) if first else ((1, 3, 3, 1), (1, 2, 2, 1))
+      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, pad,
+                                [(0, 0), (0, 0), (1, 1), (1, 1)] if first
+                                else [(0, 0), (1, 1), (1, 1), (0, 0)])
     for i, num_blocks in enumerate(self.stage_sizes):
       source = None
       for j in range(num_blocks):
@@ -174,13 +190,13 @@ class ResNet(nn.Module):
                           if f"{owner}/{c}/kernel" in capacity}
         if f"{name}/shortcut_conv/kernel" in capacity:
           block_capacity["shortcut_conv"] = capacity[f"{name}/shortcut_conv/kernel"]
-        block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=self.act,
+        block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=act,
                                dtype=self.dtype, conv_general_dilated=conv_fn,
-                               capacity=block_capacity, name=name)
+                               capacity=block_capacity, layout=self.layout, name=name)
         x = block(x, beta, shared)
         if self.share_ratio and j == self.share_ratio - 1:
           source = block
-    x = jnp.mean(x, axis=(1, 2))
+    x = jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
     x = layers.Dense(self.num_classes, capacity=capacity.get("classifier/kernel", 0),
                      dtype=self.dtype, name="classifier")(x)
     return x.astype(jnp.float32)
@@ -212,6 +228,8 @@ def create_model(name: str, *, num_classes: int, width: int = 64, stem: str = "c
   if kernel_grad not in conv_lib.KERNEL_GRADS:
     raise UserInputError(f"Unknown kernel_grad {kernel_grad!r}: choose one of "
                          f"{', '.join(conv_lib.KERNEL_GRADS)} (config.model.kernel_grad).")
+  if kwargs.get("layout", "NHWC") not in layers.LAYOUTS:
+    raise UserInputError(f"Unknown layout {kwargs['layout']!r}: use one of {layers.LAYOUTS}.")
   share_ratio = kwargs.get("share_ratio", 0)
   if share_ratio != 0 and share_ratio < 2:
     raise UserInputError(f"share_ratio must be 0 (no sharing) or >= 2 (block share_ratio - 1 "

@@ -9,9 +9,10 @@ first, a plane is a contiguous window, so
   input grad     dx[c_in_k, window_k] += v_k * dy[c_out_k]     a gather and a scatter-add
   kernel grad    g_k = sum(x[c_in_k, window_k] * dy[c_out_k])  at kept positions only
 
-each costing about kept x output positions, plus a layout change per tensor. Strides are
-handled by splitting the padded input into its s x s phases (space-to-depth), inside which
-every window is contiguous. The kept positions come from the mask inside the jitted step
+each costing about kept x output positions. Activations are channel first (CNHW: the
+model runs in that layout when it computes sparsely), so there is no layout change per
+convolution; strides are handled by viewing the padded input as (C, B, H/s, s, W/s, s),
+in which every window is a plain slice. The kept positions come from the mask inside the jitted step
 as a static-size index list (`kept_taps`), so changing masks never recompiles; unused
 slots carry weight 0.
 
@@ -21,6 +22,7 @@ separately).
 """
 
 import functools
+import math
 
 import jax
 from jax import lax
@@ -50,12 +52,31 @@ def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
 
 
 def kept_taps(mask, capacity: int):
-  """(indices, valid): the flat indices of `mask`'s kept positions padded to `capacity`
-  slots (static), and which slots are real. Works on traced masks under jit."""
+  """(indices, valid): the flat indices of `mask`'s kept positions in increasing order,
+  padded to `capacity` slots (static), and which slots are real. Works on traced masks.
+
+  Two passes of `nonzero` on a (rows, width) view: first the rows holding any kept
+  position (at most `capacity` of them), then the positions inside those rows; a
+  single `nonzero` over a large kernel costs ~10x more on XLA's CPU backend.
+  """
   flat = mask.reshape(-1)
-  indices = jnp.nonzero(flat, size=capacity, fill_value=0)[0].astype(jnp.int32)
+  width = _row_width(flat.size, capacity)
+  rows = -(-flat.size // width)
+  grid = jnp.pad(flat, (0, rows * width - flat.size)).reshape(rows, width)
+  occupied = jnp.any(grid, axis=1)
+  num_rows = min(capacity, rows)
+  row_ids = jnp.nonzero(occupied, size=num_rows, fill_value=0)[0]
+  real_rows = jnp.arange(num_rows) < jnp.sum(occupied, dtype=jnp.int32)
+  inner = jnp.nonzero((grid[row_ids] & real_rows[:, None]).reshape(-1), size=capacity,
+                      fill_value=0)[0]
+  indices = (row_ids[inner // width] * width + inner % width).astype(jnp.int32)
   valid = jnp.arange(capacity) < jnp.sum(flat, dtype=jnp.int32)
   return indices, valid
+
+
+def _row_width(size: int, capacity: int) -> int:
+  """A power of two near sqrt(size / capacity): balances the two `nonzero` passes."""
+  return 1 << max(0, round(0.5 * math.log2(max(1.0, size / max(1, capacity)))))
 
 
 def kept_values(kernel, indices, valid):
@@ -64,8 +85,8 @@ def kept_values(kernel, indices, valid):
 
 
 def conv(x, kernel, mask, capacity: int, strides, padding, scale=None):
-  """NHWC x HWIO convolution of `x` with `kernel * mask` (times `scale`, weight sharing)
-  computed over the kept weights only; the kernel gradient is 0 off the mask."""
+  """CNHW (channel-first) x HWIO convolution of `x` with `kernel * mask` (times `scale`,
+  weight sharing) over the kept weights only; the kernel gradient is 0 off the mask."""
   indices, valid = kept_taps(mask, capacity)
   values = kept_values(kernel, indices, valid)
   if scale is not None:
@@ -86,94 +107,94 @@ def _same_variance(*arrays):
 
 
 class _Geometry:
-  """Index arithmetic of one convolution: kernel shape, strides, padding, input shape."""
+  """Index arithmetic of one convolution: CNHW input shape, HWIO kernel, strides, padding."""
 
   def __init__(self, x_shape, kernel_shape, strides, padding):
-    self.batch, self.height, self.width, self.cin = x_shape
+    self.cin, self.batch, self.height, self.width = x_shape
     self.kh, self.kw, _, self.cout = kernel_shape
     self.sh, self.sw = strides
     (self.pt, self.pb), (self.pl, self.pr) = padding
     self.ho = (self.height + self.pt + self.pb - self.kh) // self.sh + 1
     self.wo = (self.width + self.pl + self.pr - self.kw) // self.sw + 1
-    # Phase grid: every phase holds ceil(padded / s) rows, enough for every window.
+    # Rows / columns of each stride phase: enough for the padded input and every window.
     self.hq = max(-(-(self.height + self.pt + self.pb) // self.sh),
                   (self.kh - 1) // self.sh + self.ho)
     self.wq = max(-(-(self.width + self.pl + self.pr) // self.sw),
                   (self.kw - 1) // self.sw + self.wo)
 
   def taps(self, indices):
-    """Flat HWIO indices -> (c_in, phase_h, phase_w, row, col) window starts, c_out."""
+    """Flat HWIO indices -> window starts in the phase view, and output channels."""
     i, rest = jnp.divmod(indices, self.kw * self.cin * self.cout)
     j, rest = jnp.divmod(rest, self.cin * self.cout)
     ci, co = jnp.divmod(rest, self.cout)
-    starts = jnp.stack([ci, i % self.sh, j % self.sw, i // self.sh, j // self.sw], axis=1)
+    starts = jnp.stack([ci, i // self.sh, i % self.sh, j // self.sw, j % self.sw], axis=1)
     return starts, co
 
   def to_phases(self, x):
-    """NHWC -> (C, sh, sw, B, hq, wq): padded, split into stride phases, channel first."""
+    """(C, B, H, W) -> (C, B, hq, sh, wq, sw): padded, strides split off (a reshape)."""
     hp, wp = self.hq * self.sh, self.wq * self.sw
-    x = jnp.pad(x, ((0, 0), (self.pt, hp - self.height - self.pt),
-                    (self.pl, wp - self.width - self.pl), (0, 0)))
-    x = x.reshape(self.batch, self.hq, self.sh, self.wq, self.sw, self.cin)
-    return x.transpose(5, 2, 4, 0, 1, 3)
+    x = jnp.pad(x, ((0, 0), (0, 0), (self.pt, hp - self.height - self.pt),
+                    (self.pl, wp - self.width - self.pl)))
+    return x.reshape(self.cin, self.batch, self.hq, self.sh, self.wq, self.sw)
 
   def from_phases(self, xq):
     """Inverse of `to_phases` (the padding is cropped)."""
-    x = xq.transpose(3, 4, 1, 5, 2, 0).reshape(self.batch, self.hq * self.sh,
-                                                 self.wq * self.sw, self.cin)
-    return x[:, self.pt:self.pt + self.height, self.pl:self.pl + self.width]
+    x = xq.reshape(self.cin, self.batch, self.hq * self.sh, self.wq * self.sw)
+    return x[:, :, self.pt:self.pt + self.height, self.pl:self.pl + self.width]
 
   @property
   def window(self):
-    return (1, 1, 1, self.batch, self.ho, self.wo)
+    return (1, self.batch, self.ho, 1, self.wo, 1)
 
 
-_PLANES = lax.GatherDimensionNumbers(offset_dims=(1, 2, 3), collapsed_slice_dims=(0, 1, 2),
-                                     start_index_map=(0, 1, 2, 4, 5))
+_PLANES = lax.GatherDimensionNumbers(offset_dims=(1, 2, 3), collapsed_slice_dims=(0, 3, 5),
+                                     start_index_map=(0, 2, 3, 4, 5))
 _ADD_PLANES = lax.ScatterDimensionNumbers(update_window_dims=(1, 2, 3),
-                                          inserted_window_dims=(0, 1, 2),
-                                          scatter_dims_to_operand_dims=(0, 1, 2, 4, 5))
+                                          inserted_window_dims=(0, 3, 5),
+                                          scatter_dims_to_operand_dims=(0, 2, 3, 4, 5))
+_IN_BOUNDS = lax.GatherScatterMode.PROMISE_IN_BOUNDS
 
 
 def _planes(xq, starts, g):
   """(K, B, ho, wo): the input window of every kept tap."""
-  return lax.gather(xq, starts, _PLANES, g.window, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+  return lax.gather(xq, starts, _PLANES, g.window, mode=_IN_BOUNDS)
 
 
-def _forward(x, values, indices, g):
+def _forward(xq, values, indices, g):
   starts, co = g.taps(indices)
-  planes = _planes(g.to_phases(x), starts, g) * values[:, None, None, None]
+  planes = _planes(xq, starts, g) * values[:, None, None, None]
   # Sums accumulate in float32 (as XLA's convolutions do), whatever the compute dtype.
   y = jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32).at[co].add(
       planes.astype(jnp.float32), mode="promise_in_bounds")
-  return y.astype(x.dtype).transpose(1, 2, 3, 0)
+  return y.astype(xq.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def sparse_conv(x, values, indices, kernel_shape, strides, padding):
-  """NHWC convolution with the kernel of `kernel_shape` (HWIO) that is `values` at the
+  """CNHW convolution with the kernel of `kernel_shape` (HWIO) that is `values` at the
   flat `indices` and 0 elsewhere; gradients for `x` and `values` only."""
-  return _forward(x, values, indices, _Geometry(x.shape, kernel_shape, strides, padding))
+  g = _Geometry(x.shape, kernel_shape, strides, padding)
+  return _forward(g.to_phases(x), values, indices, g)
 
 
 def _sparse_conv_fwd(x, values, indices, kernel_shape, strides, padding):
-  y = sparse_conv(x, values, indices, kernel_shape, strides, padding)
-  return y, (x, values, indices)
+  g = _Geometry(x.shape, kernel_shape, strides, padding)
+  xq = g.to_phases(x)  # Saved instead of x: the backward pass reads the same windows.
+  return _forward(xq, values, indices, g), (xq, values, indices, x.shape)
 
 
 def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
-  x, values, indices = residuals
-  g = _Geometry(x.shape, kernel_shape, strides, padding)
+  xq, values, indices, x_shape = residuals
+  g = _Geometry(x_shape, kernel_shape, strides, padding)
   starts, co = g.taps(indices)
-  dy_planes = dy.transpose(3, 0, 1, 2)[co]  # (K, B, ho, wo)
-  planes = _planes(g.to_phases(x), starts, g)
+  dy_planes = dy[co]  # (K, B, ho, wo)
+  planes = _planes(xq, starts, g)
   values_grad = jnp.einsum("kbhw,kbhw->k", planes, dy_planes,
                            preferred_element_type=jnp.float32).astype(values.dtype)
-  xq_grad = jnp.zeros((g.cin, g.sh, g.sw, g.batch, g.hq, g.wq), jnp.float32)
-  xq_grad = lax.scatter_add(xq_grad, starts,
+  xq_grad = lax.scatter_add(jnp.zeros(xq.shape, jnp.float32), starts,
                             (dy_planes * values[:, None, None, None]).astype(jnp.float32),
-                            _ADD_PLANES, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-  return g.from_phases(xq_grad).astype(x.dtype), values_grad, None
+                            _ADD_PLANES, mode=_IN_BOUNDS)
+  return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None
 
 
 sparse_conv.defvjp(_sparse_conv_fwd, _sparse_conv_bwd)

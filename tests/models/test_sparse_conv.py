@@ -1,4 +1,6 @@
-"""Convolution over kept weights (models/sparse_conv.py) against XLA's dense convolution."""
+"""Convolution over kept weights (models/sparse_conv.py) against XLA's dense convolution.
+
+sparse_conv takes channel-first (CNHW) activations; XLA's reference gets the same layout."""
 
 import jax
 import jax.numpy as jnp
@@ -7,12 +9,12 @@ import pytest
 
 from east_jax.models import sparse_conv
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+_CNHW = ("CNHW", "HWIO", "CNHW")
 
 
 def _problem(seed, batch, size, cin, cout, k, kept, dtype=jnp.float32):
   rng = np.random.default_rng(seed)
-  x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), dtype)
+  x = jnp.asarray(rng.standard_normal((cin, batch, size, size)), dtype)
   flat = np.zeros(k * k * cin * cout, bool)
   flat[rng.choice(flat.size, kept, replace=False)] = True
   mask = jnp.asarray(flat.reshape(k, k, cin, cout))
@@ -41,7 +43,7 @@ def test_forward_and_gradients_equal_the_masked_dense_convolution(batch, size, c
 
   def dense(x, kernel):
     return jax.lax.conv_general_dilated(x, s * kernel, (stride, stride), pad,
-                                        dimension_numbers=_NHWC)
+                                        dimension_numbers=_CNHW)
 
   def sparse(x, kernel):
     return sparse_conv.conv(x, kernel, mask, kept + 3, (stride, stride), pad, scale=scale)
@@ -64,7 +66,7 @@ def test_the_scale_gets_the_weight_sharing_gradient():
     return lambda s: jnp.sum(conv(s) ** 2)
 
   dense = loss(lambda s: jax.lax.conv_general_dilated(x, s * kernel, (1, 1), pad,
-                                                      dimension_numbers=_NHWC))
+                                                      dimension_numbers=_CNHW))
   sparse = loss(lambda s: sparse_conv.conv(x, kernel, mask, 12, (1, 1), pad, scale=s))
   np.testing.assert_allclose(jax.grad(sparse)(0.6), jax.grad(dense)(0.6), rtol=1e-5)
 
@@ -76,7 +78,7 @@ def test_bfloat16_stays_bfloat16_and_close_to_float32():
   def run(x, kernel):
     return jax.jit(lambda x, k: _value_and_grads(
         lambda x, k: sparse_conv.conv(x, k.astype(x.dtype), mask, 30, (1, 1), pad),
-        x, k, jnp.ones((4, 8, 8, 8), x.dtype)))(x, kernel)
+        x, k, jnp.ones((8, 4, 8, 8), x.dtype)))(x, kernel)
 
   got, want = run(x.astype(jnp.bfloat16), kernel), run(x, kernel)
   assert got[0].dtype == got[1].dtype == jnp.bfloat16 and got[2].dtype == jnp.float32
@@ -91,7 +93,7 @@ def test_mask_changes_reuse_the_compiled_program():
   fn(x, kernel, mask)
   other = jnp.roll(mask, 1)
   got = fn(x, kernel * other, other)
-  want = jax.lax.conv_general_dilated(x, kernel * other, (1, 1), pad, dimension_numbers=_NHWC)
+  want = jax.lax.conv_general_dilated(x, kernel * other, (1, 1), pad, dimension_numbers=_CNHW)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert fn._cache_size() == 1
 
@@ -110,3 +112,17 @@ def test_select_by_mode_density_and_backend():
   assert sparse_conv.select(capacity, sizes, "on", "gpu") == (("a", 5), ("b", 500), ("c", 1))
   assert sparse_conv.select(capacity, sizes, "auto", "cpu") == (("a", 5), ("c", 1))
   assert sparse_conv.select(capacity, sizes, "auto", "gpu") == ()
+
+
+@pytest.mark.parametrize("size,kept,capacity", [(36, 36, 36), (1000, 1, 1), (4096, 37, 40),
+                                                (50_000, 700, 700), (50_000, 3, 64)])
+def test_kept_taps_equals_flatnonzero(size, kept, capacity):
+  rng = np.random.default_rng(size + kept)
+  flat = np.zeros(size, bool)
+  flat[rng.choice(size, kept, replace=False)] = True
+  flat[0] = True  # An occupied first row: padding rows repeat row 0.
+  count = int(flat.sum())
+  indices, valid = jax.jit(sparse_conv.kept_taps, static_argnums=1)(jnp.asarray(flat), capacity)
+  assert np.asarray(indices)[:count].tolist() == np.flatnonzero(flat)[:capacity].tolist()
+  assert np.asarray(valid).tolist() == [i < count for i in range(capacity)]
+  assert np.all((np.asarray(indices) >= 0) & (np.asarray(indices) < size))
