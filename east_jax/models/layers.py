@@ -44,10 +44,13 @@ def _conv(x, kernel, mask, strides, *, capacity, dtype, layout, conv_general_dil
                             _padding(kernel.shape), scale=scale)
   if scale is not None:
     kernel = scale * kernel
-  if layout == "CNHW":  # The matmul kernel gradient (models/conv.py) is NHWC only.
-    conv_general_dilated = jax.lax.conv_general_dilated
-  return conv_general_dilated(x, kernel.astype(dtype), strides, _padding(kernel.shape),
-                              dimension_numbers=(layout, "HWIO", layout))
+  def dense(x):
+    return conv_general_dilated(x, kernel.astype(dtype), strides, _padding(kernel.shape),
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  if layout == "CNHW":  # A dense layer of a sparse network: NHWC for XLA's convolution.
+    return dense(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+  return dense(x)
 
 
 class Conv(nn.Module):

@@ -30,9 +30,12 @@ import jax.numpy as jnp
 
 SPARSE_COMPUTE = ("auto", "on", "off")
 # "auto" on XLA's CPU backend computes a layer over its kept weights when it keeps at most
-# this fraction of its kernel (crossover measured by benchmarks/sparse_compute.py --layers).
-# Other backends keep their dense convolutions under "auto" (not measured here yet).
-CPU_MAX_DENSITY = 0.01
+# this fraction of its kernel: `python -m benchmarks.sparse_compute --layers` (2 cores,
+# 2026-12-01) puts the crossover at 0.5-0.7% for 4x4x512 inputs, 1-1.5% for 8x8 and
+# 16x16, above 3% for 32x32x64. Other backends keep their dense convolutions under
+# "auto" (not measured yet).
+CPU_MAX_DENSITY = 0.005
+_CHUNK_ELEMENTS = 1 << 22  # Largest planes buffer of one chunk of taps (16 MiB in float32).
 
 
 def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
@@ -160,40 +163,74 @@ def _planes(xq, starts, g):
   return lax.gather(xq, starts, _PLANES, g.window, mode=_IN_BOUNDS)
 
 
+def _chunks(g, capacity: int) -> int:
+  """Taps per chunk: the planes of one chunk hold at most _CHUNK_ELEMENTS values."""
+  return max(1, min(capacity, _CHUNK_ELEMENTS // (g.batch * g.ho * g.wo)))
+
+
+def _by_chunk(size, *arrays):
+  """Splits the tap axis into (chunks, size), padding with copies of tap 0."""
+  pad = -len(arrays[0]) % size
+  return [jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))]).reshape(
+      -1, size, *a.shape[1:]) for a in arrays]
+
+
 def _forward(xq, values, indices, g):
   starts, co = g.taps(indices)
-  planes = _planes(xq, starts, g) * values[:, None, None, None]
+  size = _chunks(g, len(indices))
+  values = jnp.concatenate([values, jnp.zeros(-len(values) % size, values.dtype)])
+
+  def add_chunk(y, chunk):
+    starts, co, values = chunk
+    planes = _planes(xq, starts, g) * values[:, None, None, None]
+    return y.at[co].add(planes.astype(jnp.float32), mode="promise_in_bounds"), None
+
   # Sums accumulate in float32 (as XLA's convolutions do), whatever the compute dtype.
-  y = jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32).at[co].add(
-      planes.astype(jnp.float32), mode="promise_in_bounds")
+  y = _same_variance(jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32), xq, values)[0]
+  y, _ = lax.scan(add_chunk, y, (*_by_chunk(size, starts, co), values.reshape(-1, size)))
   return y.astype(xq.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def sparse_conv(x, values, indices, kernel_shape, strides, padding):
   """CNHW convolution with the kernel of `kernel_shape` (HWIO) that is `values` at the
-  flat `indices` and 0 elsewhere; gradients for `x` and `values` only."""
+  flat `indices` and 0 elsewhere; gradients for `x` and `values` only.
+
+  Taps are processed in chunks (a `scan`), so that no buffer larger than about
+  _CHUNK_ELEMENTS values per chunk is ever live, however many weights a layer keeps.
+  """
   g = _Geometry(x.shape, kernel_shape, strides, padding)
   return _forward(g.to_phases(x), values, indices, g)
 
 
 def _sparse_conv_fwd(x, values, indices, kernel_shape, strides, padding):
-  g = _Geometry(x.shape, kernel_shape, strides, padding)
-  xq = g.to_phases(x)  # Saved instead of x: the backward pass reads the same windows.
-  return _forward(xq, values, indices, g), (xq, values, indices, x.shape)
+  y = sparse_conv(x, values, indices, kernel_shape, strides, padding)
+  return y, (x, values, indices)
 
 
 def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
-  xq, values, indices, x_shape = residuals
-  g = _Geometry(x_shape, kernel_shape, strides, padding)
+  x, values, indices = residuals
+  g = _Geometry(x.shape, kernel_shape, strides, padding)
+  xq = g.to_phases(x)
   starts, co = g.taps(indices)
-  dy_planes = dy[co]  # (K, B, ho, wo)
-  planes = _planes(xq, starts, g)
-  values_grad = jnp.einsum("kbhw,kbhw->k", planes, dy_planes,
-                           preferred_element_type=jnp.float32).astype(values.dtype)
-  xq_grad = lax.scatter_add(jnp.zeros(xq.shape, jnp.float32), starts,
-                            (dy_planes * values[:, None, None, None]).astype(jnp.float32),
-                            _ADD_PLANES, mode=_IN_BOUNDS)
+  size = _chunks(g, len(indices))
+  count = len(values)
+  values = jnp.concatenate([values, jnp.zeros(-count % size, values.dtype)])
+
+  def chunk_grads(xq_grad, chunk):
+    starts, co, values = chunk
+    dy_planes = dy[co]  # (size, B, ho, wo)
+    values_grad = jnp.einsum("kbhw,kbhw->k", _planes(xq, starts, g), dy_planes,
+                             preferred_element_type=jnp.float32)
+    xq_grad = lax.scatter_add(xq_grad, starts,
+                              (dy_planes * values[:, None, None, None]).astype(jnp.float32),
+                              _ADD_PLANES, mode=_IN_BOUNDS)
+    return xq_grad, values_grad
+
+  zeros = _same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
+  xq_grad, values_grad = lax.scan(chunk_grads, zeros,
+                                  (*_by_chunk(size, starts, co), values.reshape(-1, size)))
+  values_grad = values_grad.reshape(-1)[:count].astype(values.dtype)
   return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None
 
 

@@ -107,7 +107,7 @@ def test_kept_taps_lists_the_mask_and_pads_with_invalid_slots():
 
 def test_select_by_mode_density_and_backend():
   capacity = {"a": 5, "b": 500, "c": 0}
-  sizes = {"a": 10_000, "b": 1_000, "c": 10}
+  sizes = {"a": 10_000, "b": 1_000, "c": 100}
   assert sparse_conv.select(capacity, sizes, "off", "cpu") == ()
   assert sparse_conv.select(capacity, sizes, "on", "gpu") == (("a", 5), ("b", 500), ("c", 1))
   assert sparse_conv.select(capacity, sizes, "auto", "cpu") == (("a", 5), ("c", 1))
