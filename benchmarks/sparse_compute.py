@@ -39,6 +39,8 @@ flags.DEFINE_list("sparsities", ["0.99", "0.999", "0.9995", "0.9999"], "sparsiti
 flags.DEFINE_list("methods", ["rigl", "east", "east-relu"], "rigl | east | east-relu")
 flags.DEFINE_list("masked_at", ["0.999"], "sparsities at which the masked path is timed "
                   "(its cost does not depend on the sparsity)")
+flags.DEFINE_list("update_at", ["0.999", "0.9999"], "sparsities at which mask-update steps "
+                  "are timed (the dense-layer program: its cost barely depends on the sparsity)")
 flags.DEFINE_integer("steps", 3, "timed steps per row (median)")
 flags.DEFINE_bool("inference", True, "also time the eval forward pass at batch 1 and 128")
 flags.DEFINE_bool("layers", False, "only the per-layer crossover table")
@@ -71,7 +73,7 @@ def _config(method, sparsity):
   return config
 
 
-def _step_programs(model_name, stem, batch, method, sparsity, mode):
+def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update):
   """{kind: (compiled step, state, batch)} for one row of the table."""
   config = _config(method, sparsity)
   num_classes = 10 if stem == "cifar" else 1000
@@ -92,7 +94,7 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode):
   fast = train.sparse_compute_model(model, spec, state.params, mode)
   beta_fn = east.beta_fn(config, TOTAL_STEPS) if method == "east" else None
   programs = {"step": (fast, ORDINARY_STEP)}
-  if mode == "on":
+  if with_update:
     programs["update"] = (model, UPDATE_STEP)
   out = {}
   for kind, (m, at) in programs.items():
@@ -158,8 +160,9 @@ def train_table():
         rows.append((method, sparsity, "on"))
     reference = {}
     for method, sparsity, mode in rows:
-      programs, extra = _step_programs(model_name, stem, batch,
-                                       method.replace("-relu", ""), sparsity, mode)
+      programs, extra = _step_programs(
+          model_name, stem, batch, method, sparsity, mode,
+          with_update=mode == "on" and sparsity in FLAGS.update_at and method != "east-relu")
       for kind, (compiled, state, data) in programs.items():
         at = UPDATE_STEP if kind == "update" else ORDINARY_STEP
         seconds = _time(compiled, state, data, at)

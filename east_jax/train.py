@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -221,26 +222,27 @@ def _prepare_workdir(workdir: str) -> None:
     raise UserInputError(f"Workdir {workdir!r} is not writable. Pass --workdir=<a writable folder>.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+class Run(NamedTuple):
+  """What a config builds for a dataset: the model, the optimizer (with the sparse
+  transformation), the sparsity spec (None: dense) and the schedules' lengths."""
+  model: Any
+  tx: optax.GradientTransformation
+  spec: Any
+  total_steps: int
+  steps_per_epoch: int
+  learning_rate_fn: Any
+  beta_fn: Any           # step -> DyReLU's beta, or None without DyReLU
+  relu_from: int         # first step at which the model is a plain ReLU ResNet
 
-  Returns the final train state; the final evaluation is in
-  `<workdir>/final_metrics.json`, every logged value in `<workdir>/metrics.jsonl`.
-  """
-  config_validation.validate(config)
-  _prepare_workdir(workdir)
-  mesh = parallel.create_mesh()
-  config_validation.validate_for_devices(config, mesh.size)
-  ds = pipeline.load_dataset(config.dataset)
 
+def build_run(config: ml_collections.ConfigDict, ds) -> Run:
+  """Builds the model, optimizer and schedules of `config` for the dataset `ds`."""
   steps_per_epoch = ds.num_examples("train") // config.batch_size
   if steps_per_epoch == 0:
     raise UserInputError(f"config.batch_size={config.batch_size} exceeds the "
                          f"{ds.num_examples('train')} training examples of {ds.name}.")
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(round(config.num_epochs * steps_per_epoch)))
-  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-
   model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
                        stem=config.model.stem, stage_sizes=config.model.stage_sizes,
                        bn_axis_name=parallel.DATA_AXIS, dtype=jnp.dtype(config.model.dtype),
@@ -254,15 +256,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                              cycles=east.cycle_schedule(config, total_steps))
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
+  return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn,
+             east.beta_fn(config, total_steps), east.relu_from_step(config, total_steps))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+  Returns the final train state; the final evaluation is in
+  `<workdir>/final_metrics.json`, every logged value in `<workdir>/metrics.jsonl`.
+  """
+  config_validation.validate(config)
+  _prepare_workdir(workdir)
+  mesh = parallel.create_mesh()
+  config_validation.validate_for_devices(config, mesh.size)
+  ds = pipeline.load_dataset(config.dataset)
+
+  run = build_run(config, ds)
+  model, tx, spec, total_steps = run.model, run.tx, run.spec, run.total_steps
+  steps_per_epoch, learning_rate_fn = run.steps_per_epoch, run.learning_rate_fn
+  beta_fn, relu_from = run.beta_fn, run.relu_from
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
   fast_model = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
   # Steps whose mask update reads gradients at pruned positions run the dense layers.
   dense_steps = (sparse_transform.dense_gradient_steps(spec) if fast_model.sparse_capacity
                  else frozenset())
   sparsity_report = _sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
-  beta_fn = east.beta_fn(config, total_steps)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
-  relu_from = east.relu_from_step(config, total_steps)
 
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
                                        process_index=jax.process_index(),

@@ -1,0 +1,82 @@
+"""Export (east_jax/export.py): compressed file, folded BatchNorm, sparse inference that
+matches the trained network."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from east_jax import export, train
+from east_jax.data import pipeline
+from east_jax.errors import UserInputError
+from tests.helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def east_run(data_dir, tmp_path_factory):
+  """A finished EAST run with weight sharing, past its DyReLU phase-out."""
+  workdir = tmp_path_factory.mktemp("east")
+  config = tiny_config(data_dir, **{"sparsity.method": "east", "sparsity.sparsity": 0.9,
+                                    "model.stage_sizes": (3, 1), "sparsity.update_interval": 2,
+                                    "east.cycle_update_interval": 1})
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir)
+
+
+def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):
+  config, ds, run, state = export.load_run(east_run)
+  arrays, meta = export.compress(config, run, state)
+  path = str(tmp_path / "model.npz")
+  size = export.write(path, arrays, meta)
+  kept = sum(len(v) for n, v in arrays.items() if n.startswith("values/"))
+  assert kept == sum(int(np.sum(m)) for m in jax.tree.leaves(state.opt_state.masks)
+                     if np.ndim(m))
+  assert not any("hypernet" in n for n in arrays)
+  assert "bias/stem_bn" in arrays and "stage1_block0/bn1" in meta["folded_norms"]
+  assert "stage1_block1/bn1" not in meta["folded_norms"]  # Its kernel is shared.
+  # At 90% sparsity the kept values and indices are under a quarter of the dense kernels
+  # (this tiny net's file is mostly zip headers: its size is only checked to be written).
+  payload = sum(v.nbytes for n, v in arrays.items() if n.split("/")[0] in ("values", "indices"))
+  dense_kernels = 4 * sum(np.prod(s) for s in meta["shapes"].values())
+  assert size > 0 and payload < dense_kernels / 4
+
+  model, variables = export.load(path)
+  assert model.sparse_capacity and model.layout == "CNHW"
+  reference = run.model.clone(bn_axis_name=None)
+  batch = next(iter(pipeline.eval_batches(ds, "test", global_batch_size=200)))
+  got = model.apply(variables, batch["image"], train=False)
+  want = reference.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         batch["image"], train=False)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  exported = export.accuracy(lambda x: model.apply(variables, x, train=False), ds, "test")
+  trained = export.accuracy(lambda x: reference.apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, x, train=False), ds, "test")
+  assert exported == trained
+
+
+def test_export_command_writes_the_file_and_reports_sizes(east_run, tmp_path):
+  out = tmp_path / "m.npz"
+  proc = subprocess.run([sys.executable, "-m", "east_jax.export", f"--workdir={east_run}",
+                         f"--out={out}", "--split=test"], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert out.is_file() and "kept weights" in proc.stdout
+  exported, checkpoint = proc.stdout.split("exported ")[1].split(", checkpoint ")
+  assert float(exported) == float(checkpoint.split()[0])
+
+
+def test_export_errors_say_what_to_do(east_run, tmp_path, data_dir):
+  with pytest.raises(UserInputError, match="no config.json"):
+    export.load_run(str(tmp_path))
+  config, _, run, state = export.load_run(east_run)
+  early = state.replace(step=np.asarray(1, np.int32))
+  with pytest.raises(UserInputError, match="still uses DyReLU"):
+    export.compress(config, run, early)
+  dense = tiny_config(data_dir)
+  with pytest.raises(UserInputError, match="dense"):
+    export.compress(dense, run._replace(spec=None), state)
