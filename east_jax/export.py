@@ -211,15 +211,15 @@ def main(argv):
     sys.exit(2)
   dense_bytes = 4 * sum(x.size for x in jax.tree.leaves(dyrelu.strip_hypernetworks(state.params)))
   kept = sum(len(v) for n, v in arrays.items() if n.startswith("values/"))
+  checkpoint_bytes = _checkpoint_bytes(FLAGS.workdir, meta["step"])
   print(f"step {meta['step']}: {kept} kept weights -> {FLAGS.out}: {size / 1e3:.1f} kB "
         f"(dense float32 params {dense_bytes / 1e6:.2f} MB, {dense_bytes / size:.0f}x; the "
-        f"checkpoint with optimizer state {_checkpoint_bytes(FLAGS.workdir, meta['step']) / 1e6:.2f}"
-        f" MB); BatchNorm folded into {len(meta['folded_norms'])} convolutions")
+        f"checkpoint with optimizer state {checkpoint_bytes / 1e6:.2f} MB); BatchNorm folded "
+        f"into {len(meta['folded_norms'])} convolutions")
   if FLAGS.split:
     model, variables = load(FLAGS.out)
     exported = jax.jit(lambda x: model.apply(variables, x, train=False))
-    trained = train.sparse_compute_model(run.model, run.spec, state.params, "off")
-    checkpoint = jax.jit(lambda x: trained.clone(bn_axis_name=None).apply(
+    checkpoint = jax.jit(lambda x: run.model.clone(bn_axis_name=None).apply(
         {"params": state.params, "batch_stats": state.batch_stats}, x, train=False))
     print(f"{FLAGS.split} top-1: exported {accuracy(exported, ds, FLAGS.split):.4f}, "
           f"checkpoint {accuracy(checkpoint, ds, FLAGS.split):.4f}")
