@@ -43,11 +43,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         preferred_element_type=preferred_element_type)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  lhs, rhs = _same_variance(lhs, rhs)
+  lhs, rhs = same_variance(lhs, rhs)
   return conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
 
 
-def _same_variance(*arrays):
+def same_variance(*arrays):
   """Inside shard_map: marks every array as varying over the mesh axes any of them varies
   over (what lax does implicitly for its own ops; a custom_vjp's gradient must match)."""
   varying = [jax.typeof(a).mat.varying for a in arrays]

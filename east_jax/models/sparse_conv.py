@@ -28,6 +28,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from east_jax.models.conv import same_variance
+
 SPARSE_COMPUTE = ("auto", "on", "off")
 # "auto" on XLA's CPU backend computes a layer over its kept weights when it keeps at most
 # this fraction of its kernel: `python -m benchmarks.sparse_compute --layers` (2 cores,
@@ -94,19 +96,9 @@ def conv(x, kernel, mask, capacity: int, strides, padding, scale=None):
   values = kept_values(kernel, indices, valid)
   if scale is not None:
     values = values * scale
-  x, values = _same_variance(x, values.astype(x.dtype))
+  x, values = same_variance(x, values.astype(x.dtype))
   return sparse_conv(x, values, indices, tuple(kernel.shape), tuple(strides),
                      tuple(tuple(p) for p in padding))
-
-
-def _same_variance(*arrays):
-  """Inside shard_map: marks every array as varying over the mesh axes any of them varies
-  over (a custom_vjp's cotangents must match its inputs'; the pcast's transpose then
-  sums the kept-value gradients over the mesh)."""
-  varying = [jax.typeof(a).mat.varying for a in arrays]
-  axes = frozenset().union(*varying)
-  return tuple(lax.pcast(a, tuple(sorted(axes - v)), to="varying") if axes - v else a
-               for a, v in zip(arrays, varying))
 
 
 class _Geometry:
@@ -186,7 +178,7 @@ def _forward(xq, values, indices, g):
     return y.at[co].add(planes.astype(jnp.float32), mode="promise_in_bounds"), None
 
   # Sums accumulate in float32 (as XLA's convolutions do), whatever the compute dtype.
-  y = _same_variance(jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32), xq, values)[0]
+  y = same_variance(jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32), xq, values)[0]
   y, _ = lax.scan(add_chunk, y, (*_by_chunk(size, starts, co), values.reshape(-1, size)))
   return y.astype(xq.dtype)
 
@@ -227,7 +219,7 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
                               _ADD_PLANES, mode=_IN_BOUNDS)
     return xq_grad, values_grad
 
-  zeros = _same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
+  zeros = same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
   xq_grad, values_grad = lax.scan(chunk_grads, zeros,
                                   (*_by_chunk(size, starts, co), values.reshape(-1, size)))
   values_grad = values_grad.reshape(-1)[:count].astype(values.dtype)
