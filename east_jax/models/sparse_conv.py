@@ -12,9 +12,9 @@ first, a plane is a contiguous window, so
 each costing about kept x output positions. Activations are channel first (CNHW: the
 model runs in that layout when it computes sparsely), so there is no layout change per
 convolution; strides are handled by viewing the padded input as (C, B, H/s, s, W/s, s),
-in which every window is a plain slice. The kept positions come from the mask inside the jitted step
-as a static-size index list (`kept_taps`), so changing masks never recompiles; unused
-slots carry weight 0.
+in which every window is a plain slice. The kept positions come from the mask inside the
+jitted step as a static-size index list (`kept_taps`), so changing masks never
+recompiles; unused slots carry weight 0.
 
 The kernel gradient exists only at kept positions: a train step that needs the dense
 gradient (RigL's growth) must use the dense convolution (train.py compiles that step
