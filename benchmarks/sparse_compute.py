@@ -30,6 +30,7 @@ from benchmarks import timing
 from configs import default
 from east_jax import east, optim, parallel, train
 from east_jax.models import create_model
+from east_jax.models import dyrelu
 from east_jax.models import sparse_conv
 from east_jax.sparsity import methods, transform
 
@@ -84,7 +85,8 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
                        conv=_StridedCopy if floor else None, **options)
   tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, TOTAL_STEPS, 100))
   spec = methods.create_spec(config.sparsity, total_steps=TOTAL_STEPS, seed=0,
-                             kernel_uses=east.kernel_uses(model))
+                             kernel_uses=east.kernel_uses(model),
+                             never_prune=(dyrelu.HYPERNET,))
   if spec is not None:
     tx = transform.sparse_training(tx, spec)
   mesh = parallel.create_mesh(jax.devices()[:1])

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from configs import default
 from east_jax import east, optim, parallel, train
 from east_jax.models import create_model
+from east_jax.models import dyrelu
 from east_jax.sparsity import methods, transform
 from benchmarks import timing
 
@@ -54,6 +55,7 @@ def build(model_name, stem, method, dtype):
   tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, TOTAL_STEPS, 100))
   spec = methods.create_spec(config.sparsity, total_steps=TOTAL_STEPS, seed=0,
                              kernel_uses=east.kernel_uses(model),
+                             never_prune=(dyrelu.HYPERNET,),
                              cycles=east.cycle_schedule(config, TOTAL_STEPS))
   if spec is not None:
     tx = transform.sparse_training(tx, spec)

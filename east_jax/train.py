@@ -162,10 +162,10 @@ def _sparsity_reporter(spec, model, image_shape, params, workdir):
   `<workdir>/sparsity.json` (table=True: returns the printable per-layer table)."""
   if spec is None:
     return None
-  uses = accounting.kernel_uses(model, image_shape)
+  uses = accounting.kernel_uses(model, image_shape, spec.never_prune)
   prunable = list(sparse_transform.prunable_shapes(spec, params))
   shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, uses).items()}
-  hypernet_macs = accounting.hypernet_macs(params)
+  hypernet_macs = accounting.scope_macs(params, dyrelu.HYPERNET)
 
   def report(state, hypernet_active=False, table=False):
     masks = jax.device_get(state.opt_state.masks)
@@ -253,7 +253,8 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
                               frozen=dyrelu.is_hypernet)
   spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed,
                              kernel_uses=east.kernel_uses(model),
-                             cycles=east.cycle_schedule(config, total_steps))
+                             cycles=east.cycle_schedule(config, total_steps),
+                             never_prune=(dyrelu.HYPERNET,))
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
   return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn,

@@ -20,7 +20,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from east_jax.models.dyrelu import is_hypernet
 from east_jax.sparsity import masks as masks_lib
 
 
@@ -42,27 +41,29 @@ def _positions(shape) -> int:
   return int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
 
 
-def kernel_uses(model, image_shape) -> dict[str, list[int]]:
+def kernel_uses(model, image_shape, never_prune: tuple = ()) -> dict[str, list[int]]:
   """{kernel leaf name: output spatial positions of each use (1 for the classifier)}.
 
-  A kernel reused by weight sharing has one entry per block that uses it; DyReLU's
-  hyper-network kernels are left out (see `hypernet_macs`).
+  A kernel reused by weight sharing has one entry per block that uses it; kernels under
+  the scopes `never_prune` (DyReLU's hyper-networks) are left out (see `scope_macs`).
   """
   params, outputs = _module_outputs(model, image_shape)
   uses = {}
   for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = masks_lib.leaf_name(path)
-    if name.endswith("kernel") and not is_hypernet(name):
+    if name.endswith("kernel") and not masks_lib.in_scope(name, never_prune):
       uses[name] = [_positions(outputs[name[:-len("/kernel")]])]
   for module, kernel in model.shared_convs().items():
     uses[kernel].append(_positions(outputs[module]))
   return uses
 
 
-def hypernet_macs(params) -> int:
-  """Multiply-adds per example of every DyReLU hyper-network (their dense layers)."""
+def scope_macs(params, scope: str) -> int:
+  """Multiply-adds per example of the dense layers under `scope` (e.g. every DyReLU
+  hyper-network)."""
   return sum(math.prod(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
-             if is_hypernet(masks_lib.leaf_name(p)) and masks_lib.leaf_name(p).endswith("kernel"))
+             if masks_lib.in_scope(masks_lib.leaf_name(p), (scope,))
+             and masks_lib.leaf_name(p).endswith("kernel"))
 
 
 def summarize(masks, params_shapes: dict[str, tuple], uses: dict[str, list[int]],

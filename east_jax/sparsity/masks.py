@@ -1,8 +1,9 @@
 """Mask pytrees that mirror the params.
 
-A prunable leaf (every conv kernel, the classifier kernel; optionally not the stem
-or the classifier; never DyReLU's hyper-network) has a boolean mask of its own shape; every other leaf has the
-scalar mask True, which broadcasts. Which leaves are prunable is a static function
+A prunable leaf (every conv kernel, the classifier kernel; optionally not the stem or
+the classifier; never a leaf under a scope the caller excludes, such as DyReLU's
+hyper-networks) has a boolean mask of its own shape; every other leaf has the scalar
+mask True, which broadcasts. Which leaves are prunable is a static function
 of the param tree's paths and shapes, so there are no None leaves and nothing to
 carry in state.
 """
@@ -11,23 +12,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from east_jax.models.dyrelu import is_hypernet
-
 
 def leaf_name(path) -> str:
   """'stage1_block0/conv1/kernel' for a params path."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def is_prunable(name: str, shape, *, keep_stem_dense: bool = False,
+def is_prunable(name: str, shape, *, never_prune: tuple = (), keep_stem_dense: bool = False,
                 keep_classifier_dense: bool = False) -> bool:
-  if not name.endswith("kernel") or len(shape) not in (2, 4) or is_hypernet(name):
+  """Conv and dense kernels, except under a scope in `never_prune` (the caller's, e.g.
+  DyReLU's hyper-networks) and the optional dense stem / classifier."""
+  if not name.endswith("kernel") or len(shape) not in (2, 4) or in_scope(name, never_prune):
     return False
   if keep_stem_dense and name.startswith("stem_conv/"):
     return False
   if keep_classifier_dense and name.startswith("classifier/"):
     return False
   return True
+
+
+def in_scope(name: str, scopes) -> bool:
+  """Whether the leaf name has one of `scopes` as a path component."""
+  return any(scope in name.split("/") for scope in scopes)
 
 
 def prunable_shapes(params, **options) -> dict[str, tuple]:

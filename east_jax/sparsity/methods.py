@@ -60,10 +60,12 @@ def validate(sparsity_config) -> None:
 
 
 def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tuple = (),
-                cycles: CycleSchedule | None = None) -> SparsitySpec | None:
+                cycles: CycleSchedule | None = None,
+                never_prune: tuple = ()) -> SparsitySpec | None:
   """The SparsitySpec of `config.sparsity`, or None for dense training.
 
-  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from EAST.
+  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from EAST;
+  `never_prune`: param scopes the model never prunes (DyReLU's hyper-networks).
   """
   validate(sparsity_config)
   rule = METHODS[sparsity_config.method]
@@ -82,4 +84,4 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
       update_end=sparsity_config.update_end_step,
       drop_fraction=sparsity_config.drop_fraction,
       drop_fraction_final=sparsity_config.drop_fraction_final,
-      kernel_uses=kernel_uses, cycles=cycles, seed=seed)
+      kernel_uses=kernel_uses, cycles=cycles, never_prune=tuple(never_prune), seed=seed)

@@ -46,6 +46,8 @@ class SparsitySpec:
   kernel_uses: ((kernel name, uses), ...) for kernels reused by weight sharing: the
     budget is round(density * N_full), N_full counting every use.
   cycles: cyclic sparsity before the constant-density updates (set/rigl), or None.
+  never_prune: param scopes (path components) whose kernels are never pruned and not
+    in the budget, e.g. ("hypernet",) for DyReLU's hyper-networks.
   """
   update_rule: str
   density: float
@@ -63,6 +65,7 @@ class SparsitySpec:
   drop_fraction_final: float = 0.005
   kernel_uses: tuple = ()
   cycles: CycleSchedule | None = None
+  never_prune: tuple = ()
   seed: int = 0
 
   @property
@@ -77,7 +80,8 @@ class SparseTrainingState(NamedTuple):
 
 
 def prunable_shapes(spec: SparsitySpec, params) -> dict[str, tuple]:
-  return masks_lib.prunable_shapes(params, keep_stem_dense=spec.keep_stem_dense,
+  return masks_lib.prunable_shapes(params, never_prune=spec.never_prune,
+                                   keep_stem_dense=spec.keep_stem_dense,
                                    keep_classifier_dense=spec.keep_classifier_dense)
 
 

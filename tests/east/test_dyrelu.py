@@ -10,8 +10,8 @@ import pytest
 
 from east_jax import optim
 from east_jax.models import ReLU, create_model
-from east_jax.models.dyrelu import (DyReLU, beta_schedule, is_hypernet, strip_hypernetworks,
-                                    zero_from_step)
+from east_jax.models.dyrelu import (HYPERNET, DyReLU, beta_schedule, is_hypernet,
+                                    strip_hypernetworks, zero_from_step)
 from east_jax.sparsity import transform
 
 
@@ -79,7 +79,8 @@ def test_hypernetworks_are_never_pruned_nor_in_the_budget():
   image = jnp.zeros((1, 8, 8, 3))
   dy = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1), act=DyReLU)
   plain = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1))
-  spec = transform.SparsitySpec(update_rule="rigl", density=0.05, total_steps=1)
+  spec = transform.SparsitySpec(update_rule="rigl", density=0.05, total_steps=1,
+                                never_prune=(HYPERNET,))
   dy_params = jax.eval_shape(lambda: dy.init(jax.random.key(0), image, train=False))["params"]
   plain_params = jax.eval_shape(
       lambda: plain.init(jax.random.key(0), image, train=False))["params"]
