@@ -155,23 +155,18 @@ def _planes(xq, starts, g):
   return lax.gather(xq, starts, _PLANES, g.window, mode=_IN_BOUNDS)
 
 
-def _chunks(g, capacity: int) -> int:
-  """Taps per chunk: the planes of one chunk hold at most _CHUNK_ELEMENTS values."""
-  return max(1, min(capacity, _CHUNK_ELEMENTS // (g.batch * g.ho * g.wo)))
-
-
-def _by_chunk(size, *arrays):
-  """Splits the tap axis into (chunks, size), padding with copies of tap 0."""
-  pad = -len(arrays[0]) % size
-  return [jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))]).reshape(
-      -1, size, *a.shape[1:]) for a in arrays]
+def _chunked_taps(g, indices, values):
+  """(starts, c_out, values) of the kept taps split into chunks along a leading axis, so
+  that the planes of one chunk hold at most _CHUNK_ELEMENTS values; padding taps repeat
+  tap 0 with weight 0."""
+  size = max(1, min(len(indices), _CHUNK_ELEMENTS // (g.batch * g.ho * g.wo)))
+  pad = -len(indices) % size
+  starts, co = g.taps(jnp.concatenate([indices, jnp.broadcast_to(indices[:1], (pad,))]))
+  values = jnp.concatenate([values, jnp.zeros(pad, values.dtype)])
+  return tuple(a.reshape(-1, size, *a.shape[1:]) for a in (starts, co, values))
 
 
 def _forward(xq, values, indices, g):
-  starts, co = g.taps(indices)
-  size = _chunks(g, len(indices))
-  values = jnp.concatenate([values, jnp.zeros(-len(values) % size, values.dtype)])
-
   def add_chunk(y, chunk):
     starts, co, values = chunk
     planes = _planes(xq, starts, g) * values[:, None, None, None]
@@ -179,7 +174,7 @@ def _forward(xq, values, indices, g):
 
   # Sums accumulate in float32 (as XLA's convolutions do), whatever the compute dtype.
   y = same_variance(jnp.zeros((g.cout, g.batch, g.ho, g.wo), jnp.float32), xq, values)[0]
-  y, _ = lax.scan(add_chunk, y, (*_by_chunk(size, starts, co), values.reshape(-1, size)))
+  y, _ = lax.scan(add_chunk, y, _chunked_taps(g, indices, values))
   return y.astype(xq.dtype)
 
 
@@ -204,10 +199,6 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
   x, values, indices = residuals
   g = _Geometry(x.shape, kernel_shape, strides, padding)
   xq = g.to_phases(x)
-  starts, co = g.taps(indices)
-  size = _chunks(g, len(indices))
-  count = len(values)
-  values = jnp.concatenate([values, jnp.zeros(-count % size, values.dtype)])
 
   def chunk_grads(xq_grad, chunk):
     starts, co, values = chunk
@@ -220,9 +211,8 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
     return xq_grad, values_grad
 
   zeros = same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
-  xq_grad, values_grad = lax.scan(chunk_grads, zeros,
-                                  (*_by_chunk(size, starts, co), values.reshape(-1, size)))
-  values_grad = values_grad.reshape(-1)[:count].astype(values.dtype)
+  xq_grad, values_grad = lax.scan(chunk_grads, zeros, _chunked_taps(g, indices, values))
+  values_grad = values_grad.reshape(-1)[:len(values)].astype(values.dtype)
   return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None
 
 
