@@ -72,6 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.east.dyrelu = True                  # False = ReLU only
   config.east.dyrelu_phase_start = 0.25      # beta = 1 until here (fraction of training) ...
   config.east.dyrelu_phase_end = 0.5         # ... linearly to 0 here: plain ReLU after
+  config.east.phase_out = "relu"             # beta -> 0 leads to: relu | static (learned per-
+                                             # channel two-piece activation, no hyper-network)
   config.east.freeze_hypernet = False        # stop training the hyper-networks at phase_start
   config.east.num_cycles = 2                 # cyclic sparsity; 0 = off
   config.east.cycle_length = 0.2             # fraction of training per cycle
@@ -94,6 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_splits = ("validation", "test")
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
+  config.compilation_cache_dir = "~/.cache/east_jax/jax"  # JAX's persistent cache; "" = off
   return config
 
 

@@ -29,6 +29,8 @@ def validate(config) -> None:
       (0.0 <= e.dyrelu_phase_start <= e.dyrelu_phase_end <= 1.0,
        "config.east.dyrelu_phase_start <= dyrelu_phase_end must be fractions of training in "
        f"[0, 1], got {e.dyrelu_phase_start} and {e.dyrelu_phase_end}."),
+      (e.phase_out in dyrelu.PHASE_OUTS,
+       f"config.east.phase_out must be one of {dyrelu.PHASE_OUTS}, got {e.phase_out!r}."),
       (e.num_cycles >= 0, f"config.east.num_cycles must be >= 0, got {e.num_cycles}."),
       (e.cycle_length > 0 and e.cycle_length_multiplier > 0,
        "config.east.cycle_length (a fraction of training) and cycle_length_multiplier must be "
@@ -52,8 +54,13 @@ def model_options(config) -> dict:
   """create_model keyword arguments: weight sharing and the activation."""
   if not is_east(config):
     return {"share_ratio": 0, "act": ReLU}
-  return {"share_ratio": config.east.share_ratio,
-          "act": dyrelu.DyReLU if config.east.dyrelu else ReLU}
+  if not config.east.dyrelu:
+    act = ReLU
+  elif config.east.phase_out == "relu":
+    act = dyrelu.DyReLU
+  else:
+    act = functools.partial(dyrelu.DyReLU, phase_out=config.east.phase_out)
+  return {"share_ratio": config.east.share_ratio, "act": act}
 
 
 def kernel_uses(model) -> tuple:
@@ -82,7 +89,8 @@ def beta_fn(config, total_steps: int):
 
 
 def relu_from_step(config, total_steps: int) -> int:
-  """The first step at which the model is a plain ReLU ResNet (0 without DyReLU)."""
+  """The first step at which the model runs without hyper-networks (0 without DyReLU):
+  a plain ReLU ResNet, or with east.phase_out=static its learned per-channel activation."""
   if beta_fn(config, total_steps) is None:
     return 0
   return dyrelu.zero_from_step(total_steps=total_steps,

@@ -5,7 +5,8 @@
 The file (a compressed .npz) holds, for every prunable layer, its kept values and their
 flat indices (the smallest unsigned integer type that fits the layer), and the dense
 params that are not pruned (BatchNorm, weight-sharing scales); DyReLU's hyper-networks
-are dropped (the exported network is the plain ReLU ResNet of the ReLU phase). BatchNorm is
+are dropped (the exported network is the ResNet of the phase after DyReLU: plain ReLU,
+or with east.phase_out=static its learned per-channel activations). BatchNorm is
 folded into the convolution before it wherever that is exact: its inference affine
 y * s + t (s = scale / sqrt(var + eps), t = bias - mean * s) scales each output channel
 of the kept values by s and leaves a per-channel bias t; convolutions whose kernel is
@@ -14,6 +15,7 @@ rebuilds a network that computes over the kept weights only; `--split` reports i
 top-1 next to the checkpoint's.
 """
 
+import functools
 import json
 import math
 import os
@@ -34,7 +36,7 @@ from east_jax import parallel
 from east_jax import train
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
-from east_jax.models import create_model
+from east_jax.models import ReLU, create_model
 from east_jax.models import dyrelu
 from east_jax.models import layers
 from east_jax.models import sparse_conv
@@ -91,8 +93,8 @@ def compress(config, run, state) -> tuple[dict, dict]:
                          "compress; its checkpoint is the model.")
   if run.beta_fn is not None and step < run.relu_from:
     raise UserInputError(f"The checkpoint of step {step} still uses DyReLU (beta = "
-                         f"{float(run.beta_fn(step)):.3f}); the exported ReLU network exists from "
-                         f"step {run.relu_from} on. Export a later checkpoint.")
+                         f"{float(run.beta_fn(step)):.3f}); the network without hyper-networks "
+                         f"exists from step {run.relu_from} on. Export a later checkpoint.")
   params = dyrelu.strip_hypernetworks(state.params)
   prunable = list(transform.prunable_shapes(run.spec, params))
   masks = {n: np.asarray(m) for n, m in masks_lib.layers(state.opt_state.masks, prunable).items()}
@@ -117,10 +119,18 @@ def compress(config, run, state) -> tuple[dict, dict]:
   model = config.model
   meta = {"model": {"name": model.name, "width": model.width, "stem": model.stem,
                     "stage_sizes": list(model.stage_sizes), "num_classes": run.model.num_classes,
-                    "share_ratio": run.model.share_ratio},
+                    "share_ratio": run.model.share_ratio,
+                    "phase_out": _phase_out(config)},
           "shapes": {n: list(masks[n].shape) for n in prunable}, "folded_norms": folded,
           "step": step, "dataset": config.dataset.name}
   return arrays, meta
+
+
+def _phase_out(config) -> str:
+  """What the exported network's activations are: relu, or static (DyReLU's learned
+  per-channel coefficients, east.phase_out=static)."""
+  uses_dyrelu = config.sparsity.method == "east" and config.east.dyrelu
+  return config.east.get("phase_out", "relu") if uses_dyrelu else "relu"
 
 
 def write(path: str, arrays: dict, meta: dict) -> int:
@@ -167,8 +177,10 @@ def load(path: str, sparse_compute: str = "on"):
   sizes = {n: math.prod(s) for n, s in meta["shapes"].items()}
   selected = sparse_conv.select(counts, sizes, sparse_compute, jax.default_backend())
   m = meta["model"]
+  act = (ReLU if m["phase_out"] == "relu"
+         else functools.partial(dyrelu.DyReLU, phase_out=m["phase_out"]))
   model = create_model(m["name"], num_classes=m["num_classes"], width=m["width"], stem=m["stem"],
-                       stage_sizes=tuple(m["stage_sizes"]), share_ratio=m["share_ratio"],
+                       stage_sizes=tuple(m["stage_sizes"]), share_ratio=m["share_ratio"], act=act,
                        sparse_capacity=selected, layout="CNHW" if selected else "NHWC")
   variables = {"params": _nest(params), "batch_stats": _nest(stats)}
   if selected:

@@ -22,6 +22,7 @@ import tqdm
 from jax.sharding import PartitionSpec as P
 
 from east_jax import checkpointing
+from east_jax import compilation_cache
 from east_jax import config_validation
 from east_jax import east
 from east_jax import metrics as metrics_lib
@@ -232,7 +233,7 @@ class Run(NamedTuple):
   steps_per_epoch: int
   learning_rate_fn: Any
   beta_fn: Any           # step -> DyReLU's beta, or None without DyReLU
-  relu_from: int         # first step at which the model is a plain ReLU ResNet
+  relu_from: int         # first step without hyper-networks (ReLU or static phase-out)
 
 
 def build_run(config: ml_collections.ConfigDict, ds) -> Run:
@@ -264,11 +265,14 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
-  Returns the final train state; the final evaluation is in
-  `<workdir>/final_metrics.json`, every logged value in `<workdir>/metrics.jsonl`.
+  Returns the final train state; the final evaluation (and `train_seconds`, the wall
+  time over all launches up to the end) is in `<workdir>/final_metrics.json`, every
+  logged value in `<workdir>/metrics.jsonl`.
   """
   config_validation.validate(config)
   _prepare_workdir(workdir)
+  compilation_cache.enable(config.compilation_cache_dir)
+  loop_start = time.time()
   mesh = parallel.create_mesh()
   config_validation.validate_for_devices(config, mesh.size)
   ds = pipeline.load_dataset(config.dataset)
@@ -292,9 +296,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                        num_threads=config.dataset.num_threads)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(state)
+  seconds_before = 0.0  # Time the run spent up to its restored checkpoint.
   if restored is not None:
     state, data_state = restored
-    train_iter.set_state(data_state)
+    train_iter.set_state(data_state["iterator"])
+    seconds_before = data_state["train_seconds"]
   start_step = int(state.step)
 
   writer = metrics_lib.MetricWriter(workdir)
@@ -355,7 +361,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
         log_start_time = time.time()  # Evaluation time is not training throughput.
       if step % config.checkpoint_every_steps == 0 or is_last:
-        checkpointer.save(step, state, train_iter.get_state())
+        checkpointer.save(step, state, {"iterator": train_iter.get_state(),
+                                        "train_seconds": seconds_before + time.time() - loop_start})
   finally:
     progress.close()
     checkpointer.wait()
@@ -363,5 +370,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.close()
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump({"step": total_steps, **eval_metrics}, f, indent=2)
+      json.dump({"step": total_steps, "train_seconds": seconds_before + time.time() - loop_start,
+                 **eval_metrics}, f, indent=2)
   return state

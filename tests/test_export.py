@@ -1,6 +1,7 @@
 """Export (east_jax/export.py): compressed file, folded BatchNorm, sparse inference that
 matches the trained network."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from east_jax import export, train
+from east_jax import metrics as metrics_lib
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
+from east_jax.models import ReLU, dyrelu
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +60,52 @@ def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):
   trained = export.accuracy(lambda x: reference.apply(
       {"params": state.params, "batch_stats": state.batch_stats}, x, train=False), ds, "test")
   assert exported == trained
+
+
+@pytest.fixture(scope="module")
+def static_run(data_dir, tmp_path_factory):
+  """A finished EAST run that phased DyReLU out into learned per-channel coefficients."""
+  workdir = tmp_path_factory.mktemp("static")
+  config = tiny_config(data_dir, **{"sparsity.method": "east", "sparsity.sparsity": 0.9,
+                                    "model.stage_sizes": (3, 1), "sparsity.update_interval": 2,
+                                    "east.cycle_update_interval": 1, "east.phase_out": "static",
+                                    "log_every_steps": 1})
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir)
+
+
+def test_static_phase_out_exports_its_activations_without_hypernetworks(static_run):
+  config, ds, run, state = export.load_run(static_run)
+  offsets = {n: v for n, v in export._flat(state.params).items() if n.endswith("static_offset")}
+  assert len(offsets) == 9 and any(np.any(v != 0) for v in offsets.values())  # Learned.
+  arrays, meta = export.compress(config, run, state)
+  assert meta["model"]["phase_out"] == "static" and not any("hypernet" in n for n in arrays)
+  assert {f"params/{n}" for n in offsets} <= set(arrays)
+  path = os.path.join(static_run, "model.npz")
+  export.write(path, arrays, meta)
+  model, variables = export.load(path)
+  reference = run.model.clone(bn_axis_name=None)
+  batch = next(iter(pipeline.eval_batches(ds, "test", global_batch_size=200)))
+  want = reference.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         batch["image"], train=False)
+  np.testing.assert_allclose(model.apply(variables, batch["image"], train=False), want,
+                             rtol=1e-4, atol=1e-4)
+  # ReLU would score differently: the learned coefficients are what is deployed.
+  relu = run.model.clone(bn_axis_name=None, act=ReLU)
+  assert not np.allclose(relu.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                    batch["image"], train=False), want, atol=1e-4)
+
+
+def test_static_phase_out_follows_the_beta_schedule_and_counts_no_hypernetwork_flops(
+    static_run, east_run):
+  records = metrics_lib.read_metrics(static_run)
+  betas = {r["step"]: r["east/beta"] for r in records if "east/beta" in r}
+  assert betas == pytest.approx({s: float(dyrelu.beta_schedule(
+      s, total_steps=6, phase_start=0.25, phase_end=0.5)) for s in range(1, 7)})
+  # After the phase-out both runs cost their kept weights only (same shapes, same counts).
+  final = [json.load(open(os.path.join(w, "final_metrics.json"))) for w in (static_run, east_run)]
+  assert final[0]["sparsity/kept"] == final[1]["sparsity/kept"]
+  assert final[0]["flops/inference_x_dense"] == pytest.approx(final[1]["flops/inference_x_dense"])
 
 
 def test_export_command_writes_the_file_and_reports_sizes(east_run, tmp_path):

@@ -5,8 +5,13 @@ theta = 2 * sigmoid(fc2(relu(fc1(mean_hw(x))))) - 1 (fc1: C -> C/4, fc2: C/4 -> 
 the coefficients (a1, a2, b1, b2) = [1, 0, 0, 0] + beta * theta * [1, 1, 0.5, 0.5]
 (DyReLU's coefficients blended toward ReLU's by beta) and y = max(a1 x + b1, a2 x + b2).
 
-`beta` comes from the step through `beta_schedule`; `beta=None` is plain ReLU and
-skips the hyper-network (after the phase-out, and in inference models).
+`beta` comes from the step through `beta_schedule`; `beta=None` skips the
+hyper-network (after the phase-out, and in inference models) and is plain ReLU.
+
+`phase_out="static"` phases out into a learned per-channel two-piece activation
+instead of ReLU: the target [1, 0, 0, 0] becomes [1, 0, 0, 0] + `static_offset`
+(a (C, 4) param, zero at init, outside the hyper-network so that it is deployed), and
+`beta=None` computes max(a1 x + b1, a2 x + b2) with those per-channel coefficients.
 """
 
 import math
@@ -18,6 +23,7 @@ import numpy as np
 HYPERNET = "hypernet"  # Scope of the hyper-network params: never pruned, never in the budget.
 _SCALE = np.array([1.0, 1.0, 0.5, 0.5], np.float32)
 _RELU = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
+PHASE_OUTS = ("relu", "static")
 
 
 class HyperNet(nn.Module):
@@ -41,12 +47,18 @@ class DyReLU(nn.Module):
 
   reduction: int = 4
   layout: str = "NHWC"
+  phase_out: str = "relu"  # What beta -> 0 leads to: relu | static (learned per channel)
 
   @nn.compact
   def __call__(self, x, beta=None):
     """Computes in x's dtype (the model's compute dtype)."""
     first = self.layout == "CNHW"
-    hyper = HyperNet(x.shape[0 if first else -1], self.reduction, x.dtype, name=HYPERNET)
+    channels = x.shape[0 if first else -1]
+    hyper = HyperNet(channels, self.reduction, x.dtype, name=HYPERNET)
+    target = jnp.asarray(_RELU, x.dtype)
+    if self.phase_out == "static":
+      offset = self.param("static_offset", nn.initializers.zeros, (channels, 4), jnp.float32)
+      target = target + offset.astype(x.dtype)  # (C, 4)
 
     def pooled():  # (N, C)
       return jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
@@ -54,12 +66,15 @@ class DyReLU(nn.Module):
     if beta is None:
       if self.is_initializing():
         hyper(pooled())  # Create the params so that every phase has them.
-      return nn.relu(x)
-    theta = hyper(pooled())
-    coef = jnp.asarray(_RELU, x.dtype) + (jnp.asarray(beta, x.dtype) * theta
-                                          * jnp.asarray(_SCALE, x.dtype))
-    # (N, 1, 1, C, 4) or (C, N, 1, 1, 4): shared over space.
-    coef = coef.transpose(1, 0, 2)[:, :, None, None] if first else coef[:, None, None]
+      if self.phase_out == "relu":
+        return nn.relu(x)
+      # (C, 1, 1, 1, 4) or (C, 4): per channel, shared over examples and space.
+      coef = target[:, None, None, None] if first else target
+    else:
+      theta = hyper(pooled())  # (N, C, 4)
+      coef = target + jnp.asarray(beta, x.dtype) * theta * jnp.asarray(_SCALE, x.dtype)
+      # (C, N, 1, 1, 4) or (N, 1, 1, C, 4): shared over space.
+      coef = coef.transpose(1, 0, 2)[:, :, None, None] if first else coef[:, None, None]
     return jnp.maximum(coef[..., 0] * x + coef[..., 2], coef[..., 1] * x + coef[..., 3])
 
 

@@ -2,6 +2,8 @@
 schedule, no hyper-network compute after the phase-out, never pruned, stripped for
 inference, frozen on request."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +131,58 @@ def test_east_model_computes_in_bfloat16_close_to_float32():
   acts = inter["intermediates"]["stage1_block2"]["act_out"]["__call__"]
   assert acts[0].dtype == jnp.bfloat16 and out16.dtype == jnp.float32
   np.testing.assert_allclose(out16, out32, rtol=0.1, atol=0.05)
+
+
+def _static_init(x, layout="NHWC"):
+  module = DyReLU(phase_out="static", layout=layout)
+  variables = module.init(jax.random.key(0), x, 1.0)
+  offset = jax.random.normal(jax.random.key(5), variables["params"]["static_offset"].shape)
+  return module, {"params": {**variables["params"], "static_offset": 0.3 * offset}}
+
+
+def test_static_phase_out_starts_as_relu_and_learns_per_channel_coefficients():
+  x = np.asarray(jax.random.normal(jax.random.key(6), (2, 4, 4, 6))) * 2.0
+  module = DyReLU(phase_out="static")
+  fresh = module.init(jax.random.key(0), x, 1.0)
+  assert fresh["params"]["static_offset"].shape == (6, 4)
+  assert not is_hypernet("act/static_offset")
+  np.testing.assert_array_equal(module.apply(fresh, x, None), jax.nn.relu(x))
+
+  module, variables = _static_init(x)
+  a1, a2, b1, b2 = (np.array([1.0, 0.0, 0.0, 0.0]) + np.asarray(
+      variables["params"]["static_offset"])).T
+  want = np.maximum(a1 * x + b1, a2 * x + b2)
+  np.testing.assert_allclose(module.apply(variables, x, None), want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(module.apply(variables, x, 0.0), want, rtol=1e-6, atol=1e-6)
+  # Channel-first: the same activation.
+  first, _ = _static_init(x.transpose(3, 0, 1, 2), layout="CNHW")
+  np.testing.assert_allclose(first.apply(variables, x.transpose(3, 0, 1, 2), None),
+                             want.transpose(3, 0, 1, 2), rtol=1e-6, atol=1e-6)
+
+
+def test_static_phase_out_blends_dyrelu_toward_its_coefficients():
+  x = np.asarray(jax.random.normal(jax.random.key(7), (2, 4, 4, 8)))
+  module, variables = _static_init(x)
+  p = jax.tree.map(np.asarray, variables["params"]["hypernet"])
+  pooled = x.mean(axis=(1, 2))
+  hidden = np.maximum(pooled @ p["fc1"]["kernel"] + p["fc1"]["bias"], 0.0)
+  theta = 2.0 / (1.0 + np.exp(-(hidden @ p["fc2"]["kernel"] + p["fc2"]["bias"]))) - 1.0
+  target = np.array([1.0, 0.0, 0.0, 0.0]) + np.asarray(variables["params"]["static_offset"])
+  coef = target + 0.4 * theta.reshape(2, 8, 4) * np.array([1.0, 1.0, 0.5, 0.5])
+  a1, a2, b1, b2 = (coef[:, None, None, :, k] for k in range(4))
+  np.testing.assert_allclose(module.apply(variables, x, 0.4),
+                             np.maximum(a1 * x + b1, a2 * x + b2), rtol=1e-5, atol=1e-6)
+
+
+def test_static_phase_out_has_no_hypernetwork_compute_and_keeps_its_coefficients():
+  model = create_model("resnet18", num_classes=4, width=4, stage_sizes=(1,),
+                       act=functools.partial(DyReLU, phase_out="static"))
+  x = jnp.ones((1, 8, 8, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  plain = _dot_count(lambda v: model.apply(v, x, train=False, beta=None), variables)
+  assert plain == 1  # The classifier only.
+  stripped = strip_hypernetworks(variables["params"])
+  assert stripped["stage1_block0"]["act1"]["static_offset"].shape == (4, 4)
+  np.testing.assert_array_equal(
+      model.apply({**variables, "params": stripped}, x, train=False, beta=None),
+      model.apply(variables, x, train=False, beta=None))

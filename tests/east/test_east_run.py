@@ -9,6 +9,7 @@ import pytest
 
 from configs import fashion_mnist_r18
 from east_jax import east
+from east_jax.errors import UserInputError
 from east_jax.models import ReLU
 from east_jax.models.dyrelu import DyReLU, beta_schedule
 from east_jax.sparsity.cycles import CycleSchedule
@@ -70,3 +71,13 @@ def test_east_run_logs_exact_sparsity_beta_and_cycle(data_dir, tmp_path):
   assert logged[16]["east/beta"] == 0.0
   evals = [r for r in records if "test_accuracy" in r]
   assert [r["step"] for r in evals] == [8, 16]
+
+
+def test_phase_out_picks_the_activation_that_dyrelu_blends_toward():
+  config = fashion_mnist_r18.get_config("method=east,sparsity=0.99,east.phase_out=static")
+  act = east.model_options(config)["act"]
+  assert act.func is DyReLU and act.keywords == {"phase_out": "static"}
+  assert east.beta_fn(config, 100) is not None and east.relu_from_step(config, 100) == 50
+  config.east.phase_out = "linear"
+  with pytest.raises(UserInputError, match="config.east.phase_out must be one of"):
+    east.validate(config)

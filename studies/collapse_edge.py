@@ -1,0 +1,31 @@
+"""The collapse edge on Fashion-MNIST: does EAST keep learning where RigL collapses?
+
+A ResNet of width 8 with three stages of 3 basic blocks (67,848 prunable weights; blocks
+2 and 3 of a stage share block 1's kernels under EAST), 3 epochs (1,263 steps of 128),
+evaluated at the end. Sparsities by kept weights, placed from the probes of issue 12
+(99%: RigL 78.8%, 99.7%: 29.8%): 99.5% (339 kept), 99.7% (204), 99.85% (102). First
+EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the other methods
+and EAST's ablations with 2 seeds.
+
+  python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
+  python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \
+      --plot=docs/collapse_edge.png
+
+Cost on 2 CPU cores (one process): RigL about 3 min a run, EAST about 8 (its DyReLU
+phase runs at a quarter of the ReLU phase's speed). Result: README "The collapse edge".
+"""
+
+from east_jax.study import grid
+
+CONFIG = "../configs/fashion_mnist_r18.py"
+OVERRIDES = {"model.stage_sizes": (3, 3, 3), "eval_every_steps": 10**9,
+             "checkpoint_every_steps": 250, "keep_checkpoints": 1}
+EDGE = 0.997
+RUNS = (grid(["east", "rigl"], [0.995, EDGE, 0.9985], seeds=3)
+        + grid(["east"], [EDGE], seeds=3, extra="east.phase_out=static")
+        + grid(["set", "static"], [EDGE], seeds=2)
+        + grid(["east"], [EDGE], seeds=2, extra="east.share_ratio=0")
+        + grid(["east"], [EDGE], seeds=2, extra="east.dyrelu=False")
+        + grid(["east"], [EDGE], seeds=2, extra="east.num_cycles=0")
+        + grid(["rigl"], [EDGE], seeds=2,
+               extra="sparsity.connect_all_classes=True,sparsity.min_kept_per_layer=2"))
