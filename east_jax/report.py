@@ -1,0 +1,188 @@
+"""Tabulates finished runs: mean +- std over seeds per method, sparsity and variant.
+
+  python -m east_jax.report runs/collapse_edge [more workdirs or folders of them] \
+      [--metric=test_accuracy] [--out=report.md] [--plot=accuracy.png]
+
+Every folder given, or found below one, with a `config.json` is a run; it counts once it
+has its `final_metrics.json`. Runs whose configs differ only in the seed (and in fields
+that do not change the result: logging, checkpoint cadence, data paths, sparse compute)
+form one cell. Rows are method + variant, where the variant lists the fields that set
+the row apart from the most common value among all runs (e.g. `east.num_cycles=0`);
+columns are sparsities, headed with their kept weights. The plot shows the metric
+against kept weights, every seed a point and a line through each row's means.
+"""
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+
+from east_jax.errors import UserInputError
+
+# Fields that do not change what a run computes (or only in float rounding).
+IGNORED = ("seed", "dataset.data_dir", "dataset.num_threads", "dataset.num_workers",
+           "distributed.", "log_every_steps", "eval_every_steps", "eval_batch_size",
+           "eval_splits", "checkpoint_every_steps", "keep_checkpoints", "compilation_cache_dir",
+           "model.sparse_compute", "model.kernel_grad")
+
+
+class Result:
+  """One finished run."""
+
+  def __init__(self, path: str, config: dict, metrics: dict):
+    self.path, self.config, self.metrics = path, config, metrics
+    self.method = config.get("sparsity.method", "dense")
+    self.sparsity = config.get("sparsity.sparsity", 0.0) if self.method != "dense" else 0.0
+
+  def fields(self) -> dict:
+    """The config fields that define the cell (seed and the IGNORED ones left out;
+    EAST's options only for EAST)."""
+    return {k: v for k, v in self.config.items()
+            if not k.startswith(IGNORED) and (self.method == "east" or not k.startswith("east."))}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+  return flat
+
+
+def find_runs(paths) -> tuple[list[Result], list[str]]:
+  """(finished runs, unfinished run folders) under `paths`."""
+  folders = []
+  for path in paths:
+    if not os.path.isdir(path):
+      raise UserInputError(f"No such folder: {path!r}. Pass run workdirs or folders of them.")
+    folders += sorted(root for root, _, files in os.walk(path) if "config.json" in files)
+  results, unfinished = [], []
+  for folder in folders:
+    final = os.path.join(folder, "final_metrics.json")
+    if not os.path.exists(final):
+      unfinished.append(folder)
+      continue
+    with open(os.path.join(folder, "config.json")) as f:
+      config = _flatten(json.load(f))
+    with open(final) as f:
+      results.append(Result(folder, config, json.load(f)))
+  return results, unfinished
+
+
+def _label(value) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def variants(results: list[Result]) -> dict:
+  """{id(result): variant text}: the fields where the run differs from the most common
+  value of that field among all runs (method and sparsity are columns of their own)."""
+  common = {}
+  for key in {k for r in results for k in r.fields()} - {"sparsity.method", "sparsity.sparsity"}:
+    values = collections.Counter(r.fields().get(key) for r in results if key in r.fields())
+    if len(values) > 1:
+      common[key] = values.most_common(1)[0][0]
+  return {id(r): " ".join(f"{k}={_label(r.fields()[k])}" for k in sorted(common)
+                          if k in r.fields() and r.fields()[k] != common[k])
+          for r in results}
+
+
+def table(results: list[Result], metric: str = "test_accuracy") -> tuple[str, dict]:
+  """(Markdown pivot table, {(method, variant): {sparsity: [results]}})."""
+  missing = [r.path for r in results if metric not in r.metrics]
+  if missing:
+    raise UserInputError(f"{len(missing)} run(s) have no {metric!r} in final_metrics.json "
+                         f"(e.g. {missing[0]}). Pass --metric=<a key they have>.")
+  labels = variants(results)
+  rows = collections.defaultdict(lambda: collections.defaultdict(list))
+  for r in results:
+    rows[(r.method, labels[id(r)])][r.sparsity].append(r)
+  sparsities = sorted({r.sparsity for r in results})
+  kept = {s: _kept([r for r in results if r.sparsity == s]) for s in sparsities}
+  scale, unit = (100.0, "%") if metric.endswith("accuracy") else (1.0, "")
+  header = [f"{100 * s:g}% ({kept[s]} kept)" if kept[s] else "dense" for s in sparsities]
+  lines = ["| method | variant | " + " | ".join(header) + " | min / run |",
+           "|---" * (len(sparsities) + 3) + "|"]
+  for (method, variant), cells in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    texts = []
+    for s in sparsities:
+      if s not in cells:
+        texts.append("")
+        continue
+      values = [scale * r.metrics[metric] for r in cells[s]]
+      spread = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+      texts.append(f"{statistics.mean(values):.2f}{spread} (n={len(values)})")
+    seconds = [r.metrics["train_seconds"] for c in cells.values() for r in c
+               if "train_seconds" in r.metrics]
+    minutes = f"{statistics.mean(seconds) / 60:.1f}" if seconds else "n/a"
+    lines.append(f"| {method} | {variant or '-'} | " + " | ".join(texts) + f" | {minutes} |")
+  lines.append(f"\n{metric}{' (' + unit + ')' if unit else ''}: mean +- std over seeds (n "
+               "runs); kept = the exact number of kept weights at the end (mean over seeds).")
+  return "\n".join(lines), rows
+
+
+def _kept(results) -> int | None:
+  counts = [r.metrics["sparsity/kept"] for r in results if "sparsity/kept" in r.metrics]
+  return round(statistics.mean(counts)) if counts else None
+
+
+def plot(rows: dict, path: str, metric: str) -> None:
+  """Metric vs kept weights (log scale): every seed a point, each row's means a line."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  scale = 100.0 if metric.endswith("accuracy") else 1.0
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for (method, variant), cells in sorted(rows.items()):
+    points = sorted((_kept(rs), [scale * r.metrics[metric] for r in rs])
+                    for rs in cells.values() if _kept(rs))
+    if not points:
+      continue
+    label = method + (f" ({variant})" if variant else "")
+    line, = ax.plot([k for k, _ in points], [statistics.mean(v) for _, v in points], "-",
+                    label=label, alpha=0.9)
+    for k, values in points:
+      ax.scatter([k] * len(values), values, color=line.get_color(), s=14, alpha=0.6)
+  ax.set_xscale("log")
+  ax.set_xlabel("kept weights")
+  ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("workdirs", nargs="+", help="run workdirs, or folders holding them")
+  parser.add_argument("--metric", default="test_accuracy", help="a key of final_metrics.json")
+  parser.add_argument("--out", default="", help="also write the table to this Markdown file")
+  parser.add_argument("--plot", default="", help="write the plot to this image file")
+  args = parser.parse_args(argv)
+  try:
+    results, unfinished = find_runs(args.workdirs)
+    if not results:
+      raise UserInputError(f"No finished run (config.json + final_metrics.json) under "
+                           f"{', '.join(args.workdirs)}.")
+    text, rows = table(results, args.metric)
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if unfinished:
+    text += f"\n{len(unfinished)} run(s) not finished yet: " + ", ".join(
+        os.path.basename(os.path.normpath(u)) for u in unfinished) + "."
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+  if args.plot:
+    plot(rows, args.plot, args.metric)
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,123 @@
+"""Studies (east_jax/study.py) and their report (east_jax/report.py), on tiny real runs."""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from east_jax import report, study
+from east_jax.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STUDY = """
+from east_jax.study import grid
+CONFIG = {config!r}
+OVERRIDES = {{"dataset.data_dir": {data_dir!r}, "model.width": 4, "model.stage_sizes": (1, 1),
+              "batch_size": 32, "eval_batch_size": 40, "num_train_steps": 4,
+              "eval_every_steps": 10**9, "eval_splits": ("test",), "checkpoint_every_steps": 2,
+              "sparsity.update_interval": 2, "dataset.num_threads": 2}}
+RUNS = (grid(["rigl", "static"], [0.9], seeds=2)
+        + grid(["rigl"], [0.9], seeds=1, extra="sparsity.connect_all_classes=True"))
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_study(data_dir, tmp_path_factory):
+  folder = tmp_path_factory.mktemp("study")
+  study_file = folder / "tiny.py"
+  study_file.write_text(STUDY.format(config=os.path.join(REPO, "configs", "fashion_mnist_r18.py"),
+                                     data_dir=data_dir))
+  workdir = str(folder / "runs")
+  # A run that a live process (this one) has claimed is left to it; one claimed by a
+  # process that is gone is taken over.
+  live = os.path.join(workdir, study.run_name("method=static,sparsity=0.9,seed=1"))
+  os.makedirs(live)
+  with open(os.path.join(live, study.CLAIM), "w") as f:
+    f.write(f"{socket.gethostname()} {os.getpid()}")
+  dead = os.path.join(workdir, study.run_name("method=rigl,sparsity=0.9,seed=1"))
+  os.makedirs(dead)
+  with open(os.path.join(dead, study.CLAIM), "w") as f:
+    f.write(f"{socket.gethostname()} 999999999")
+  paths = study.run_study(str(study_file), workdir)
+  assert not os.path.exists(os.path.join(live, "final_metrics.json"))
+  assert os.path.exists(os.path.join(dead, "final_metrics.json"))
+  assert not os.path.exists(os.path.join(dead, study.CLAIM))
+  os.remove(os.path.join(live, study.CLAIM))
+  study.run_study(str(study_file), workdir)
+  return str(study_file), workdir, paths
+
+
+def test_grid_is_seed_major_and_names_are_folders():
+  assert study.grid(["east", "rigl"], [0.9, 0.99], seeds=2, extra="east.num_cycles=0")[:5] == [
+      "method=east,sparsity=0.9,seed=0,east.num_cycles=0",
+      "method=east,sparsity=0.99,seed=0,east.num_cycles=0",
+      "method=rigl,sparsity=0.9,seed=0,east.num_cycles=0",
+      "method=rigl,sparsity=0.99,seed=0,east.num_cycles=0",
+      "method=east,sparsity=0.9,seed=1,east.num_cycles=0"]
+  assert study.run_name("method=east,seed=1,east.num_cycles=0") == (
+      "method-east_seed-1_east.num_cycles-0")
+
+
+def test_study_trains_every_run_once_and_skips_finished_ones(finished_study):
+  study_file, workdir, paths = finished_study
+  assert len(paths) == 5
+  finals = [os.path.join(p, "final_metrics.json") for p in paths]
+  assert all(os.path.exists(f) for f in finals)
+  stamps = [os.path.getmtime(f) for f in finals]
+  study.run_study(study_file, workdir)  # Nothing left to train.
+  assert [os.path.getmtime(f) for f in finals] == stamps
+  config = json.load(open(os.path.join(paths[4], "config.json")))
+  assert config["sparsity"]["connect_all_classes"] and config["num_train_steps"] == 4
+  assert json.load(open(finals[0]))["train_seconds"] > 0
+
+
+def test_report_table_has_mean_std_and_n_per_cell(finished_study):
+  _, workdir, paths = finished_study
+  results, unfinished = report.find_runs([workdir])
+  assert len(results) == 5 and not unfinished
+  text, rows = report.table(results)
+  accuracy = {p: json.load(open(os.path.join(p, "final_metrics.json")))["test_accuracy"]
+              for p in paths}
+  rigl = [100 * accuracy[p] for p in paths[:4] if "method-rigl" in p]
+  cells = {(m, v): c for (m, v), c in rows.items()}
+  assert set(cells) == {("rigl", ""), ("static", ""),
+                        ("rigl", "sparsity.connect_all_classes=True")}
+  line = next(l for l in text.splitlines() if l.startswith("| rigl | - |"))
+  assert f"{statistics.mean(rigl):.2f} +- {statistics.stdev(rigl):.2f} (n=2)" in line
+  guard = next(l for l in text.splitlines() if "connect_all_classes=True" in l)
+  assert f"{100 * accuracy[paths[4]]:.2f} (n=1)" in guard
+  kept = json.load(open(os.path.join(paths[0], "final_metrics.json")))["sparsity/kept"]
+  assert f"90% ({kept} kept)" in text.splitlines()[0]
+
+
+def test_report_command_writes_table_and_plot(finished_study, tmp_path):
+  _, workdir, _ = finished_study
+  os.makedirs(os.path.join(workdir, "unfinished"))
+  with open(os.path.join(workdir, "unfinished", "config.json"), "w") as f:
+    json.dump({"sparsity": {"method": "rigl", "sparsity": 0.9}}, f)
+  out, image = tmp_path / "r.md", tmp_path / "r.png"
+  proc = subprocess.run([sys.executable, "-m", "east_jax.report", workdir, f"--out={out}",
+                         f"--plot={image}", "--metric=test_loss"], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "test_loss: mean +- std" in out.read_text()
+  assert "1 run(s) not finished yet: unfinished." in proc.stdout
+  assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_and_study_errors_say_what_to_do(tmp_path, finished_study):
+  with pytest.raises(UserInputError, match="No such folder"):
+    report.find_runs([str(tmp_path / "nope")])
+  _, workdir, _ = finished_study
+  with pytest.raises(UserInputError, match="--metric"):
+    report.table(report.find_runs([workdir])[0], "nope_accuracy")
+  proc = subprocess.run([sys.executable, "-m", "east_jax.report", str(tmp_path)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "No finished run" in proc.stderr
+  with pytest.raises(UserInputError, match="No such file"):
+    study.run_study(str(tmp_path / "missing.py"), str(tmp_path))
