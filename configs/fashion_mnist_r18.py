@@ -7,7 +7,7 @@ Launch (README's first command does the set-up and runs exactly this):
   python -m east_jax.main --config=configs/fashion_mnist_r18.py --workdir=runs/fmnist_r18
 
 Sparse: pick method and sparsity with the config argument, e.g.
-  python -m east_jax.main --config=configs/fashion_mnist_r18.py:method=east,sparsity=0.999 \
+  python -m east_jax.main --config=configs/fashion_mnist_r18.py:method=east,sparsity=0.999 \\
       --workdir=runs/fmnist_r18_east
 (method: static | set | rigl | gmp | east; ResNet-18's stages of 2 blocks have
 nothing to share at ratio 2, so EAST here is DyReLU + cycles + RigL.)

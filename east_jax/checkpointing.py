@@ -30,12 +30,17 @@ class Checkpointer:
                                                      data=ocp.args.JsonSave(data_state)),
                        force=True)
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def restore_latest(self, like_state):
     """(state, data_state) of the latest checkpoint shaped and sharded like `like_state`,
     or None when there is none."""
     step = self._manager.latest_step()
-    if step is None:
-      return None
+    return None if step is None else self.restore(like_state, step)
+
+  def restore(self, like_state, step: int):
+    """(state, data_state) of the checkpoint of `step`, shaped and sharded like `like_state`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(

@@ -1,6 +1,7 @@
 """Export a trained sparse run in compressed form, and run inference from the export.
 
-  python -m east_jax.export --workdir=runs/x --out=runs/x/model.npz [--split=test]
+  python -m east_jax.export (or east-jax-export) --workdir=runs/x --out=runs/x/model.npz \\
+      [--split=test]
 
 The file (a compressed .npz) holds, for every prunable layer, its kept values and their
 flat indices (the smallest unsigned integer type that fits the layer), and the dense
@@ -21,19 +22,14 @@ import math
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from east_jax import checkpointing
-from east_jax import config_validation
-from east_jax import east
-from east_jax import parallel
-from east_jax import train
+from east_jax import cli
+from east_jax import saved_run
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import ReLU, create_model
@@ -45,30 +41,6 @@ from east_jax.sparsity import transform
 
 _EPS = 1e-5  # The ResNets' BatchNorm epsilon.
 _META = "__meta__"
-
-
-def load_run(workdir: str):
-  """(config, dataset, Run, state) of the latest checkpoint of a training workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserInputError(f"{workdir!r} has no config.json: pass the --workdir of a training "
-                         "run (python -m east_jax.main ... --workdir=<dir>).")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.model.stage_sizes = tuple(config.model.stage_sizes)
-  config_validation.validate(config)
-  ds = pipeline.load_dataset(config.dataset)
-  run = train.build_run(config, ds)
-  mesh = parallel.create_mesh(jax.devices()[:1])
-  like = train.create_train_state(jax.random.key(config.seed), run.model, run.tx,
-                                  ds.image_shape, mesh)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  restored = checkpointer.restore_latest(like)
-  checkpointer.close()
-  if restored is None:
-    raise UserInputError(f"{workdir!r} has no checkpoint yet: train first, or wait for the "
-                         "run's first checkpoint (config.checkpoint_every_steps).")
-  return config, ds, run, jax.device_get(restored[0])
 
 
 def _flat(tree) -> dict:
@@ -130,7 +102,7 @@ def _phase_out(config) -> str:
   """What the exported network's activations are: relu, or static (DyReLU's learned
   per-channel coefficients, east.phase_out=static)."""
   uses_dyrelu = config.sparsity.method == "east" and config.east.dyrelu
-  return config.east.get("phase_out", "relu") if uses_dyrelu else "relu"
+  return config.east.phase_out if uses_dyrelu else "relu"
 
 
 def write(path: str, arrays: dict, meta: dict) -> int:
@@ -206,16 +178,14 @@ def _checkpoint_bytes(workdir: str, step: int) -> int:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A training run's workdir (its latest checkpoint).")
-flags.DEFINE_string("out", None, "The export file to write (.npz).")
-flags.DEFINE_string("split", "", "Also report this split's top-1, exported vs checkpoint.")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   try:
-    config, ds, run, state = load_run(FLAGS.workdir)
+    config, ds, run, state, _ = saved_run.load(FLAGS.workdir)
+    state = jax.device_get(state)
     arrays, meta = compress(config, run, state)
     size = write(FLAGS.out, arrays, meta)
   except UserInputError as e:
@@ -237,6 +207,13 @@ def main(argv):
           f"checkpoint {accuracy(checkpoint, ds, FLAGS.split):.4f}")
 
 
+def run():
+  # Defined here, not on import: the library functions above import without flags.
+  flags.DEFINE_string("workdir", None, "A training run's workdir (its latest checkpoint).")
+  flags.DEFINE_string("out", None, "The export file to write (.npz).")
+  flags.DEFINE_string("split", "", "Also report this split's top-1, exported vs checkpoint.")
+  cli.run(main, required=("workdir", "out"))
+
+
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "out"])
-  app.run(main)
+  run()

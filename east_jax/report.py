@@ -1,6 +1,6 @@
 """Tabulates finished runs: mean +- std over seeds per method, sparsity and variant.
 
-  python -m east_jax.report runs/collapse_edge [more workdirs or folders of them] \
+  python -m east_jax.report runs/collapse_edge [more workdirs or folders of them] \\
       [--metric=test_accuracy] [--out=report.md] [--plot=accuracy.png]
 
 Every folder given, or found below one, with a `config.json` is a run; it counts once it

@@ -12,13 +12,13 @@ checkpoint, and several processes can share one workdir: each claims the run it 
 """
 
 import argparse
-import importlib.util
 import itertools
 import os
 import socket
 import sys
 import time
 
+from east_jax import cli
 from east_jax.errors import UserInputError
 
 CLAIM = "CLAIM"
@@ -36,21 +36,8 @@ def run_name(arg: str) -> str:
   return arg.replace("=", "-").replace(",", "_").replace("/", "-")
 
 
-def load_module(path: str):
-  if not os.path.isfile(path):
-    raise UserInputError(f"No such file: {path!r}. Pass a study or config file, e.g. "
-                         "studies/collapse_edge.py.")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-  if root not in sys.path:
-    sys.path.insert(0, root)  # Config files import `configs.default`.
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def build_config(config_file: str, arg: str, overrides: dict):
-  config = load_module(config_file).get_config(arg)
+  config = cli.load_python_file(config_file).get_config(arg)
   for key, value in overrides.items():
     *parents, leaf = key.split(".")
     node = config
@@ -91,7 +78,7 @@ def _alive(pid: int) -> bool:
 def run_study(study_file: str, workdir: str, dry_run: bool = False) -> list[str]:
   """Trains the study's unfinished, unclaimed runs in order; returns the run folders."""
   from east_jax import train  # Imports JAX: not needed to list a study.
-  study = load_module(study_file)
+  study = cli.load_python_file(study_file)
   config_file = os.path.join(os.path.dirname(os.path.abspath(study_file)), study.CONFIG)
   paths, failed = [], []
   for i, arg in enumerate(study.RUNS):

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from east_jax import east
 from east_jax import metrics as metrics_lib
 from east_jax import optim
 from east_jax import parallel
+from east_jax import preemption
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import create_model
@@ -157,10 +159,11 @@ def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
           f"{split}_examples": totals["count"]}
 
 
-def _sparsity_reporter(spec, model, image_shape, params, workdir):
+def sparsity_reporter(spec, model, image_shape, params, workdir):
   """None for dense runs; else report(state, hypernet_active, table=False) ->
   accounting metrics, which also writes the per-layer counts to
-  `<workdir>/sparsity.json` (table=True: returns the printable per-layer table)."""
+  `<workdir>/sparsity.json` unless workdir is None (table=True: returns the printable
+  per-layer table)."""
   if spec is None:
     return None
   uses = accounting.kernel_uses(model, image_shape, spec.never_prune)
@@ -176,7 +179,7 @@ def _sparsity_reporter(spec, model, image_shape, params, workdir):
                                    update_interval=spec.update_interval,
                                    dense_gradient=spec.update_rule == "rigl",
                                    active_hypernet_macs=hypernet_macs if hypernet_active else 0)
-    if jax.process_index() == 0:
+    if workdir is not None and jax.process_index() == 0:
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
         json.dump({"step": int(state.step), **summary,
                    "layers": masks_lib.kept_counts(masks, prunable),
@@ -265,6 +268,7 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
+  On SIGTERM it saves a checkpoint at the next step and raises `preemption.Stopped`.
   Returns the final train state; the final evaluation (and `train_seconds`, the wall
   time over all launches up to the end) is in `<workdir>/final_metrics.json`, every
   logged value in `<workdir>/metrics.jsonl`.
@@ -287,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Steps whose mask update reads gradients at pruned positions run the dense layers.
   dense_steps = (sparse_transform.dense_gradient_steps(spec) if fast_model.sparse_capacity
                  else frozenset())
-  sparsity_report = _sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
+  sparsity_report = sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
 
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
@@ -327,8 +331,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
   eval_metrics = {}
   log_start_time, log_start_step = time.time(), start_step
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_chief,
-                       desc=f"train {ds.name}", unit="step", dynamic_ncols=True)
+  # A progress bar on a terminal; in a log file (CI, SLURM) one plain line per logged step.
+  interactive = sys.stderr.isatty()
+  progress = tqdm.tqdm(total=total_steps, initial=start_step,
+                       disable=not (is_chief and interactive), desc=f"train {ds.name}",
+                       unit="step", dynamic_ncols=True)
+  stop = preemption.StopRequest()
+  step = start_step
   try:
     for step in range(start_step + 1, total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
@@ -337,7 +346,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       pending.append(step_metrics)
       progress.update()
       is_last = step == total_steps
-      if step % config.log_every_steps == 0 or is_last or step % config.checkpoint_every_steps == 0:
+      stopping = stop.reached(step) and not is_last
+      save = step % config.checkpoint_every_steps == 0 or is_last or stopping
+      if step % config.log_every_steps == 0 or is_last or save:
         records = jax.device_get(pending)
         metrics_lib.check_finite([r["loss"] for r in records], step - len(records) + 1)
         summary = {f"train_{k}": v for k, v in metrics_lib.mean_of(records).items()}
@@ -349,6 +360,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.write(step, summary)
         progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
                              acc=f"{summary['train_accuracy']:.3f}")
+        if is_chief and not interactive:
+          print(f"step {step}/{total_steps}: loss={summary['train_loss']:.4f} "
+                f"accuracy={summary['train_accuracy']:.4f} "
+                f"{summary['images_per_second']:.0f} img/s", flush=True)
         pending = []
         log_start_time, log_start_step = time.time(), step
       if step % eval_every == 0 or is_last:
@@ -360,14 +375,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
         log_start_time = time.time()  # Evaluation time is not training throughput.
-      if step % config.checkpoint_every_steps == 0 or is_last:
+      if save:
         checkpointer.save(step, state, {"iterator": train_iter.get_state(),
                                         "train_seconds": seconds_before + time.time() - loop_start})
+      if stopping:
+        break
   finally:
+    stop.close()
     progress.close()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
+  if step < total_steps:
+    raise preemption.Stopped(step, workdir)
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump({"step": total_steps, "train_seconds": seconds_before + time.time() - loop_start,

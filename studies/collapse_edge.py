@@ -8,7 +8,7 @@ EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the other me
 and EAST's ablations with 2 seeds.
 
   python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
-  python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \
+  python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \\
       --plot=docs/collapse_edge.png
 
 Cost on 2 CPU cores (one process): RigL about 3 min a run, EAST about 8 (its DyReLU

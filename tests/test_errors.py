@@ -65,3 +65,36 @@ def test_cli_config_file_errors_are_one_line(tmp_path, config, message):
   assert proc.returncode == 2
   assert re.search(message, proc.stderr), proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model.widht=16", "--config.model.widht: config.model has no field 'widht'; "
+                                "did you mean width?"),
+    ("--config.modle.width=16", "config has no field 'modle'; did you mean model?"),
+    ("--config.model.width.x=1", "config.model.width is not a group"),
+])
+def test_a_misspelled_override_names_the_field_and_the_nearest_ones(tmp_path, override, message):
+  proc = subprocess.run([sys.executable, "-m", "east_jax.main",
+                         "--config=configs/fashion_mnist_r18.py", f"--workdir={tmp_path / 'run'}",
+                         override], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  first = proc.stderr.splitlines()[0]
+  assert first.startswith("error: --config.") and message in first, proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["east_jax.main", "east_jax.evaluate", "east_jax.export",
+                                    "east_jax.data.prepare", "east_jax.report", "east_jax.study"])
+def test_every_command_answers_help_with_status_0(module):
+  proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert "--workdir" in proc.stdout or module in ("east_jax.data.prepare", "east_jax.report")
+  if module == "east_jax.main":
+    assert "configs/default.py" in proc.stdout and "--config.<field>" in proc.stdout
+
+
+def test_a_missing_required_flag_is_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "east_jax.evaluate"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and proc.stderr.startswith("error: --workdir is required.")

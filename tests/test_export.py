@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from east_jax import export, train
+from east_jax import export, saved_run, train
 from east_jax import metrics as metrics_lib
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
@@ -32,7 +32,7 @@ def east_run(data_dir, tmp_path_factory):
 
 
 def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):
-  config, ds, run, state = export.load_run(east_run)
+  config, ds, run, state, _ = saved_run.load(east_run)
   arrays, meta = export.compress(config, run, state)
   path = str(tmp_path / "model.npz")
   size = export.write(path, arrays, meta)
@@ -75,7 +75,7 @@ def static_run(data_dir, tmp_path_factory):
 
 
 def test_static_phase_out_exports_its_activations_without_hypernetworks(static_run):
-  config, ds, run, state = export.load_run(static_run)
+  config, ds, run, state, _ = saved_run.load(static_run)
   offsets = {n: v for n, v in export._flat(state.params).items() if n.endswith("static_offset")}
   assert len(offsets) == 9 and any(np.any(v != 0) for v in offsets.values())  # Learned.
   arrays, meta = export.compress(config, run, state)
@@ -121,8 +121,8 @@ def test_export_command_writes_the_file_and_reports_sizes(east_run, tmp_path):
 
 def test_export_errors_say_what_to_do(east_run, tmp_path, data_dir):
   with pytest.raises(UserInputError, match="no config.json"):
-    export.load_run(str(tmp_path))
-  config, _, run, state = export.load_run(east_run)
+    saved_run.load(str(tmp_path))
+  config, _, run, state, _ = saved_run.load(east_run)
   early = state.replace(step=np.asarray(1, np.int32))
   with pytest.raises(UserInputError, match="still uses DyReLU"):
     export.compress(config, run, early)

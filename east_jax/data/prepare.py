@@ -11,10 +11,10 @@ All take --data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from east_jax import cli
 from east_jax.data import builders
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
@@ -53,7 +53,7 @@ def prepare(source: str) -> str:
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError(f"Name one of: {', '.join(SOURCES)}.")
+    cli.fail(f"name one source: {', '.join(SOURCES)}.")
   logging.set_verbosity(logging.WARNING)
   try:
     path = prepare(argv[1])
@@ -63,5 +63,9 @@ def main(argv):
   print(f"prepared {path}")
 
 
+def run():
+  cli.run(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,0 +1,71 @@
+"""Evaluate a run: python -m east_jax.evaluate (or east-jax-evaluate) --workdir=<run>
+
+Loss and top-1 of a checkpoint (the latest, or --step) on --split (default test), with
+the run's own saved config; for sparse runs the exact kept counts per layer, density and
+FLOPs relative to the dense network (DyReLU's hyper-networks counted while active).
+Prints a table and, with --json, writes the metrics to that file.
+"""
+
+import json
+import sys
+
+from absl import flags
+from absl import logging
+
+from east_jax import cli
+from east_jax import saved_run
+from east_jax import train
+from east_jax.errors import UserInputError
+
+FLAGS = flags.FLAGS
+
+
+def evaluate(workdir: str, split: str = "test", step: int | None = None) -> tuple[dict, str]:
+  """(metrics, per-layer table or "") of a checkpoint of `workdir` on `split`."""
+  config, ds, run, state, mesh = saved_run.load(workdir, step)
+  if split not in ("train", "validation", "test"):
+    raise UserInputError(f"--split must be train, validation or test, got {split!r}.")
+  step = int(state.step)
+  active = run.beta_fn is not None and step < run.relu_from
+  model = train.sparse_compute_model(run.model, run.spec, state.params,
+                                     config.model.sparse_compute)
+  p_eval_step = train.make_eval_step(model, mesh, run.beta_fn if active else None)
+  metrics = {"step": step}
+  report = train.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)
+  table = ""
+  if report is not None:
+    metrics.update(report(state, active))
+    table = report(state, active, table=True)
+  metrics.update(train.evaluate(p_eval_step, state, ds, split, config, mesh))
+  return metrics, table
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.ERROR)
+  try:
+    metrics, table = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.step)
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if table:
+    print(table)
+  for key, value in metrics.items():
+    print(f"{key:32s} {value:.6g}" if isinstance(value, float) else f"{key:32s} {value}")
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      json.dump(metrics, f, indent=2)
+
+
+def run():
+  # Defined here, not on import: the library functions above import without flags.
+  flags.DEFINE_string("workdir", None, "A training run's workdir.")
+  flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+  flags.DEFINE_string("split", "test", "The split to evaluate: train, validation or test.")
+  flags.DEFINE_string("json", "", "Also write the metrics to this JSON file.")
+  cli.run(main, required=("workdir",))
+
+
+if __name__ == "__main__":
+  run()

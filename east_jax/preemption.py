@@ -1,0 +1,49 @@
+"""SIGTERM (TPU VM preemption, SLURM --signal, kill) as "checkpoint at the next step
+boundary, then stop".
+
+One process: a Python handler notes the signal. Several processes (jax.distributed):
+JAX's preemption service receives the signal on any of them and agrees with all of them
+on the step at which to stop (`multihost_utils.reached_preemption_sync_point`), so every
+process saves the same step.
+"""
+
+import signal
+import threading
+
+import jax
+from jax.experimental import multihost_utils
+
+
+class Stopped(Exception):
+  """Training stopped on SIGTERM after saving the checkpoint of `step`."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"stopped on SIGTERM at step {step}; its checkpoint is in {workdir}. "
+                     "Relaunch with the same --workdir to resume.")
+    self.step = step
+
+
+class StopRequest:
+  """`reached(step)` is True at the step boundary where every process should save and stop."""
+
+  def __init__(self):
+    self._received = False
+    self._previous = None
+    self._multiprocess = jax.process_count() > 1  # JAX's service owns SIGTERM there.
+    if not self._multiprocess and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._note)
+
+  def _note(self, signum, frame):
+    del signum, frame
+    self._received = True
+
+  def reached(self, step: int) -> bool:
+    if self._multiprocess:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._received
+
+  def close(self) -> None:
+    """Puts the previous SIGTERM handler back."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

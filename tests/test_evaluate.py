@@ -1,0 +1,60 @@
+"""python -m east_jax.evaluate: a checkpoint's metrics with the run's own config."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from east_jax import evaluate, saved_run, train
+from east_jax.errors import UserInputError
+from tests.helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def rigl_run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("rigl"))
+  config = tiny_config(data_dir, **{"sparsity.method": "rigl", "sparsity.sparsity": 0.95,
+                                    "sparsity.update_interval": 2, "eval_splits": ("test",)})
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_evaluate_reproduces_the_final_metrics_and_exact_counts(rigl_run):
+  metrics, table = evaluate.evaluate(rigl_run, "test")
+  final = json.load(open(os.path.join(rigl_run, "final_metrics.json")))
+  assert metrics["step"] == 6
+  for key in ("test_accuracy", "sparsity/kept", "sparsity/density", "flops/inference_x_dense"):
+    assert metrics[key] == pytest.approx(final[key], rel=1e-6), key
+  assert metrics["test_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+  masks = saved_run.load(rigl_run).state.opt_state.masks
+  kept = sum(int(np.sum(m)) for m in jax.tree.leaves(masks) if np.ndim(m))
+  assert metrics["sparsity/kept"] == kept and f"{kept}" in table.splitlines()[-1]
+  # An earlier checkpoint is a different model.
+  early, _ = evaluate.evaluate(rigl_run, "test", step=3)
+  assert early["step"] == 3
+
+
+def test_evaluate_command_and_its_errors(rigl_run, tmp_path):
+  out = tmp_path / "m.json"
+  proc = subprocess.run([sys.executable, "-m", "east_jax.evaluate", f"--workdir={rigl_run}",
+                         f"--json={out}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.load(open(out))["test_accuracy"] == pytest.approx(
+      json.load(open(os.path.join(rigl_run, "final_metrics.json")))["test_accuracy"])
+  with pytest.raises(UserInputError, match="no checkpoint of step 4; it has steps 3, 6"):
+    evaluate.evaluate(rigl_run, step=4)
+  with pytest.raises(UserInputError, match="--split must be"):
+    evaluate.evaluate(rigl_run, split="tset")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "config.json").write_text(open(os.path.join(rigl_run, "config.json")).read())
+  proc = subprocess.run([sys.executable, "-m", "east_jax.evaluate", f"--workdir={empty}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "has no checkpoint yet" in proc.stderr
+  assert "Traceback" not in proc.stderr
