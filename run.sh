@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-.venv/bin/python}
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 if [ ! -f "$DATA_DIR/fashion_mnist/3.0.1/dataset_info.json" ]; then
   "$PYTHON" -m east_jax.data.prepare fashion_mnist --data_dir="$DATA_DIR"

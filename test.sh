@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-.venv/bin/python}
 exec "$PYTHON" -m pytest -q tests "$@"

