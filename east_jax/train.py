@@ -51,6 +51,15 @@ class TrainState:
   opt_state: optax.OptState
 
 
+def compiler_options(runs_once: bool = False) -> dict:
+  """XLA options of a program. On CPU, LLVM optimisation level 1 compiles the train and
+  eval steps 20-35% faster at the same step time and bit-identical results, and the init
+  program, which runs once, compiles 3x faster at level 0 (benchmarks/RESULTS.md, start-up)."""
+  if jax.default_backend() != "cpu":
+    return {}
+  return {"xla_backend_optimization_level": 0 if runs_once else 1}
+
+
 def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
   """Initialises the model and optimizer, replicated over `mesh`."""
 
@@ -63,7 +72,8 @@ def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=opt_state)
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh),
+                 compiler_options=compiler_options(runs_once=True))(rng)
 
 
 def cross_entropy(logits, labels):
@@ -136,13 +146,13 @@ def make_train_step(model, tx, mesh, beta_fn=None):
   step = jax.shard_map(functools.partial(train_step, model=model, tx=tx, beta_fn=beta_fn),
                        mesh=mesh,
                        in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()))
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
 
 
 def make_eval_step(model, mesh, beta_fn=None):
   step = jax.shard_map(functools.partial(eval_step, model=model, beta_fn=beta_fn), mesh=mesh,
                        in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
-  return jax.jit(step)
+  return jax.jit(step, compiler_options=compiler_options())
 
 
 def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
