@@ -14,7 +14,9 @@ data dir live on a Cloud Storage bucket, mounted with gcsfuse at /mnt/$BUCKET.
   create    create the TPU VM / pod slice
   install   on every worker (idempotent): gcsfuse mount, clone or update the
             repo at $REPO_REF, pip install requirements.txt and jax[tpu]
-  run       start training on every worker in the background
+  run       start training on every worker in the background; after a
+            preemption (SIGTERM: every worker checkpoints at the same step and
+            exits) run it again with the same RUN to resume
   tail      follow worker 0's log
   delete    delete the TPU VM / pod slice
 

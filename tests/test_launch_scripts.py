@@ -54,3 +54,25 @@ def test_missing_variable_fails_early_with_a_clear_message(script):
 def test_outside_slurm_the_batch_script_says_so():
   proc = _run(os.path.join(LAUNCH, "slurm.sbatch"), env={"CONFIG": "c", "WORKDIR": "/tmp/w"})
   assert proc.returncode == 2 and "not inside a SLURM job" in proc.stderr
+
+
+@pytest.mark.parametrize("srun_status,requeued,status", [(143, True, 0), (0, False, 0),
+                                                         (2, False, 2)])
+def test_slurm_job_requeues_itself_when_the_run_stopped_on_sigterm(tmp_path, srun_status,
+                                                                   requeued, status):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text(f"#!/bin/sh\nexit {srun_status}\n")
+  (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.txt\n")
+  for name in ("srun", "scontrol"):
+    (bin_dir / name).chmod(0o755)
+  script = open(os.path.join(LAUNCH, "slurm.sbatch")).read()
+  assert "#SBATCH --signal=TERM@" in script and "#SBATCH --requeue" in script
+  proc = _run(os.path.join(LAUNCH, "slurm.sbatch"),
+              env={"CONFIG": "c", "WORKDIR": str(tmp_path / "w"), "SLURM_JOB_ID": "42",
+                   "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+  assert proc.returncode == status, proc.stderr
+  requeue = tmp_path / "scontrol.txt"
+  assert requeue.exists() == requeued
+  if requeued:
+    assert requeue.read_text().split() == ["requeue", "42"]
