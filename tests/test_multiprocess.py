@@ -3,9 +3,11 @@ process x 8 devices: same parameters and masks after steps that include a mask u
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -70,3 +72,27 @@ def test_two_processes_match_one(data_dir, tmp_path):
   # Metrics and logs come from process 0 only: one line per logged step.
   lines = [json.loads(line) for line in open(multi / "metrics.jsonl")]
   assert [r["step"] for r in lines if "train_loss" in r] == [2, 4]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(data_dir, tmp_path):
+  workdir = tmp_path / "multi"
+  address = f"localhost:{_free_port()}"
+  procs = [subprocess.Popen(_command(
+      data_dir, workdir, "--config.distributed.initialize=True",
+      f"--config.distributed.coordinator_address={address}",
+      "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+      "--config.num_train_steps=200", "--config.log_every_steps=1",
+      "--config.eval_every_steps=1000", "--config.checkpoint_every_steps=1000"),
+      cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+    assert time.time() < deadline and all(p.poll() is None for p in procs), "no steps logged"
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)  # Only the second process is told.
+  outputs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+  steps = {int(err.split("stopped on SIGTERM at step ")[1].split(";")[0]) for _, err in outputs}
+  assert len(steps) == 1 and 5 <= next(iter(steps)) < 200
+  assert os.listdir(workdir / "checkpoints") == [str(next(iter(steps)))]
