@@ -79,7 +79,8 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
   config = _config(method, sparsity)
   num_classes = 10 if stem == "cifar" else 1000
   floor = method == "floor"
-  options = {"share_ratio": 0} if floor else east.model_options(config)
+  plan = east.plan(config, TOTAL_STEPS)
+  options = {"share_ratio": 0} if floor else plan.model_options
   model = create_model(model_name, num_classes=num_classes, stem=stem,
                        bn_axis_name=parallel.DATA_AXIS,
                        conv=_StridedCopy if floor else None, **options)
@@ -94,7 +95,7 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
   state = train.create_train_state(jax.random.key(0), model, tx, (side, side, 3), mesh)
   data = timing.synthetic_batch(mesh, batch, (side, side, 3), num_classes)
   fast = train.sparse_compute_model(model, spec, state.params, mode)
-  beta_fn = east.beta_fn(config, TOTAL_STEPS) if method == "east" else None
+  beta_fn = plan.beta_fn
   programs = {"step": (fast, ORDINARY_STEP)}
   if with_update:
     programs["update"] = (model, UPDATE_STEP)

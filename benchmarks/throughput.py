@@ -49,18 +49,19 @@ def build(model_name, stem, method, dtype):
   config.east.cycle_update_interval = 2
   config.east.cycle_length = 0.5  # Cyclic updates throughout the timed steps.
   num_classes = 10 if stem == "cifar" else 1000
+  plan = east.plan(config, TOTAL_STEPS)
   model = create_model(model_name, num_classes=num_classes, width=FLAGS.width, stem=stem,
                        bn_axis_name=parallel.DATA_AXIS, dtype=jnp.dtype(dtype),
-                       **east.model_options(config))
+                       **plan.model_options)
   tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, TOTAL_STEPS, 100))
   spec = methods.create_spec(config.sparsity, total_steps=TOTAL_STEPS, seed=0,
                              kernel_uses=east.kernel_uses(model),
                              never_prune=(dyrelu.HYPERNET,),
-                             cycles=east.cycle_schedule(config, TOTAL_STEPS))
+                             cycles=plan.cycles)
   if spec is not None:
     tx = transform.sparse_training(tx, spec)
   image = 32 if stem == "cifar" else 224
-  return model, tx, east.beta_fn(config, TOTAL_STEPS), (image, image, 3), num_classes
+  return model, tx, plan.beta_fn, (image, image, 3), num_classes
 
 
 def measure(model_name, stem, method, dtype):

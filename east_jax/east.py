@@ -2,11 +2,13 @@
 
 `config.sparsity.method = "east"` turns the three tricks on; each has a switch in
 `config.east` for ablations (share_ratio=0: no sharing, dyrelu=False: ReLU only,
-num_cycles=0: no cycles). Other methods train the plain ReLU ResNet.
+num_cycles=0: no cycles). Other methods train the plain ReLU ResNet. `plan(config,
+total_steps)` is all the train loop needs to know of EAST.
 """
 
 import collections
 import functools
+from typing import Callable, NamedTuple
 
 from east_jax.errors import UserInputError
 from east_jax.models import dyrelu
@@ -50,56 +52,37 @@ def validate(config) -> None:
       raise UserInputError(message)
 
 
-def model_options(config) -> dict:
-  """create_model keyword arguments: weight sharing and the activation."""
+class Plan(NamedTuple):
+  """What EAST changes in a run, built once from (config, total_steps)."""
+  model_options: dict               # create_model keyword arguments: share_ratio, act
+  cycles: CycleSchedule | None      # cyclic sparsity, or None
+  beta_fn: Callable | None          # step -> DyReLU's beta, or None without DyReLU
+  relu_from: int                    # first step without hyper-networks (0 without DyReLU)
+  hypernet_freeze_step: int | None  # the hyper-networks stop training here, or None
+
+
+def plan(config, total_steps: int) -> Plan:
+  """The plan of `config` over `total_steps`; for other methods: the plain ReLU ResNet."""
   if not is_east(config):
-    return {"share_ratio": 0, "act": ReLU}
-  if not config.east.dyrelu:
-    act = ReLU
-  elif config.east.phase_out == "relu":
-    act = dyrelu.DyReLU
-  else:
-    act = functools.partial(dyrelu.DyReLU, phase_out=config.east.phase_out)
-  return {"share_ratio": config.east.share_ratio, "act": act}
+    return Plan({"share_ratio": 0, "act": ReLU}, None, None, 0, None)
+  e = config.east
+  cycles = None if e.num_cycles == 0 else CycleSchedule(
+      total_steps=total_steps, num_cycles=e.num_cycles, length=e.cycle_length,
+      length_multiplier=e.cycle_length_multiplier, density_multiplier=e.cycle_density_multiplier,
+      shape=e.cycle_shape, update_interval=e.cycle_update_interval)
+  if not e.dyrelu:
+    return Plan({"share_ratio": e.share_ratio, "act": ReLU}, cycles, None, 0, None)
+  act = (dyrelu.DyReLU if e.phase_out == "relu"
+         else functools.partial(dyrelu.DyReLU, phase_out=e.phase_out))
+  phases = {"phase_start": e.dyrelu_phase_start, "phase_end": e.dyrelu_phase_end}
+  return Plan(model_options={"share_ratio": e.share_ratio, "act": act}, cycles=cycles,
+              beta_fn=functools.partial(dyrelu.beta_schedule, total_steps=total_steps, **phases),
+              relu_from=dyrelu.zero_from_step(total_steps=total_steps, **phases),
+              hypernet_freeze_step=(round(e.dyrelu_phase_start * total_steps)
+                                    if e.freeze_hypernet else None))
 
 
 def kernel_uses(model) -> tuple:
   """((kernel name, uses), ...) for the kernels that weight sharing reuses."""
   extra = collections.Counter(model.shared_convs().values())
   return tuple((name, 1 + n) for name, n in extra.items())
-
-
-def cycle_schedule(config, total_steps: int) -> CycleSchedule | None:
-  if not is_east(config) or config.east.num_cycles == 0:
-    return None
-  e = config.east
-  return CycleSchedule(total_steps=total_steps, num_cycles=e.num_cycles, length=e.cycle_length,
-                       length_multiplier=e.cycle_length_multiplier,
-                       density_multiplier=e.cycle_density_multiplier, shape=e.cycle_shape,
-                       update_interval=e.cycle_update_interval)
-
-
-def beta_fn(config, total_steps: int):
-  """step -> DyReLU's beta, or None when the model has no DyReLU."""
-  if not is_east(config) or not config.east.dyrelu:
-    return None
-  return functools.partial(dyrelu.beta_schedule, total_steps=total_steps,
-                           phase_start=config.east.dyrelu_phase_start,
-                           phase_end=config.east.dyrelu_phase_end)
-
-
-def relu_from_step(config, total_steps: int) -> int:
-  """The first step at which the model runs without hyper-networks (0 without DyReLU):
-  a plain ReLU ResNet, or with east.phase_out=static its learned per-channel activation."""
-  if beta_fn(config, total_steps) is None:
-    return 0
-  return dyrelu.zero_from_step(total_steps=total_steps,
-                               phase_start=config.east.dyrelu_phase_start,
-                               phase_end=config.east.dyrelu_phase_end)
-
-
-def hypernet_freeze_step(config, total_steps: int) -> int | None:
-  """The step from which the hyper-networks stop training, or None."""
-  if beta_fn(config, total_steps) is None or not config.east.freeze_hypernet:
-    return None
-  return round(config.east.dyrelu_phase_start * total_steps)

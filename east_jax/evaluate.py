@@ -26,10 +26,11 @@ def evaluate(workdir: str, split: str = "test", step: int | None = None) -> tupl
   if split not in ("train", "validation", "test"):
     raise UserInputError(f"--split must be train, validation or test, got {split!r}.")
   step = int(state.step)
-  active = run.beta_fn is not None and step < run.relu_from
+  beta_fn = run.plan.beta_fn
+  active = beta_fn is not None and step < run.plan.relu_from
   model = train.sparse_compute_model(run.model, run.spec, state.params,
                                      config.model.sparse_compute)
-  p_eval_step = train.make_eval_step(model, mesh, run.beta_fn if active else None)
+  p_eval_step = train.make_eval_step(model, mesh, beta_fn if active else None)
   metrics = {"step": step}
   report = train.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)
   table = ""

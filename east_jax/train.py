@@ -245,8 +245,7 @@ class Run(NamedTuple):
   total_steps: int
   steps_per_epoch: int
   learning_rate_fn: Any
-  beta_fn: Any           # step -> DyReLU's beta, or None without DyReLU
-  relu_from: int         # first step without hyper-networks (ReLU or static phase-out)
+  plan: east.Plan        # EAST's sharing, activation, DyReLU phases and cycles
 
 
 def build_run(config: ml_collections.ConfigDict, ds) -> Run:
@@ -257,22 +256,20 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
                          f"{ds.num_examples('train')} training examples of {ds.name}.")
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(round(config.num_epochs * steps_per_epoch)))
+  plan = east.plan(config, total_steps)
   model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
                        stem=config.model.stem, stage_sizes=config.model.stage_sizes,
                        bn_axis_name=parallel.DATA_AXIS, dtype=jnp.dtype(config.model.dtype),
-                       kernel_grad=config.model.kernel_grad, **east.model_options(config))
+                       kernel_grad=config.model.kernel_grad, **plan.model_options)
   learning_rate_fn = optim.create_learning_rate_fn(config, total_steps, steps_per_epoch)
-  tx = optim.create_optimizer(config, learning_rate_fn,
-                              freeze_step=east.hypernet_freeze_step(config, total_steps),
+  tx = optim.create_optimizer(config, learning_rate_fn, freeze_step=plan.hypernet_freeze_step,
                               frozen=dyrelu.is_hypernet)
   spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed,
-                             kernel_uses=east.kernel_uses(model),
-                             cycles=east.cycle_schedule(config, total_steps),
+                             kernel_uses=east.kernel_uses(model), cycles=plan.cycles,
                              never_prune=(dyrelu.HYPERNET,))
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
-  return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn,
-             east.beta_fn(config, total_steps), east.relu_from_step(config, total_steps))
+  return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn, plan)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -294,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   run = build_run(config, ds)
   model, tx, spec, total_steps = run.model, run.tx, run.spec, run.total_steps
   steps_per_epoch, learning_rate_fn = run.steps_per_epoch, run.learning_rate_fn
-  beta_fn, relu_from = run.beta_fn, run.relu_from
+  beta_fn, relu_from = run.plan.beta_fn, run.plan.relu_from
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
   fast_model = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)

@@ -34,9 +34,11 @@ def test_config_argument_sets_method_sparsity_and_fields():
 ])
 def test_each_trick_has_a_switch(arg, share, act, cycles, beta):
   config = fashion_mnist_r18.get_config(arg + ",sparsity=0.99")
-  assert east.model_options(config) == {"share_ratio": share, "act": act}
-  assert (east.cycle_schedule(config, 100) is not None) == cycles
-  assert (east.beta_fn(config, 100) is not None) == beta
+  plan = east.plan(config, 100)
+  assert plan.model_options == {"share_ratio": share, "act": act}
+  assert (plan.cycles is not None) == cycles
+  assert (plan.beta_fn is not None) == beta
+  assert plan.relu_from == (50 if beta else 0)
 
 
 def test_east_run_logs_exact_sparsity_beta_and_cycle(data_dir, tmp_path):
@@ -75,9 +77,12 @@ def test_east_run_logs_exact_sparsity_beta_and_cycle(data_dir, tmp_path):
 
 def test_phase_out_picks_the_activation_that_dyrelu_blends_toward():
   config = fashion_mnist_r18.get_config("method=east,sparsity=0.99,east.phase_out=static")
-  act = east.model_options(config)["act"]
+  plan = east.plan(config, 100)
+  act = plan.model_options["act"]
   assert act.func is DyReLU and act.keywords == {"phase_out": "static"}
-  assert east.beta_fn(config, 100) is not None and east.relu_from_step(config, 100) == 50
+  assert plan.beta_fn is not None and plan.relu_from == 50 and plan.hypernet_freeze_step is None
+  config.east.freeze_hypernet = True
+  assert east.plan(config, 100).hypernet_freeze_step == 25
   config.east.phase_out = "linear"
   with pytest.raises(UserInputError, match="config.east.phase_out must be one of"):
     east.validate(config)
