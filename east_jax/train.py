@@ -35,6 +35,7 @@ from east_jax.errors import UserInputError
 from east_jax.models import create_model
 from east_jax.models import dyrelu
 from east_jax.models import layers
+from east_jax.models import resnet
 from east_jax.models import sparse_conv
 from east_jax.sparsity import accounting
 from east_jax.sparsity import masks as masks_lib
@@ -176,7 +177,7 @@ def sparsity_reporter(spec, model, image_shape, params, workdir):
   per-layer table)."""
   if spec is None:
     return None
-  uses = accounting.kernel_uses(model, image_shape, spec.never_prune)
+  uses = accounting.kernel_uses(model, image_shape, spec.never_prune, model.shared_convs())
   prunable = list(sparse_transform.prunable_shapes(spec, params))
   shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, uses).items()}
   hypernet_macs = accounting.scope_macs(params, dyrelu.HYPERNET)
@@ -188,7 +189,7 @@ def sparsity_reporter(spec, model, image_shape, params, workdir):
     summary = accounting.summarize(masks, shapes, uses, prunable,
                                    update_interval=spec.update_interval,
                                    dense_gradient=spec.update_rule == "rigl",
-                                   active_hypernet_macs=hypernet_macs if hypernet_active else 0)
+                                   active_extra_macs=hypernet_macs if hypernet_active else 0)
     if workdir is not None and jax.process_index() == 0:
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
         json.dump({"step": int(state.step), **summary,
@@ -266,7 +267,8 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
                               frozen=dyrelu.is_hypernet)
   spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=config.seed,
                              kernel_uses=east.kernel_uses(model), cycles=plan.cycles,
-                             never_prune=(dyrelu.HYPERNET,))
+                             never_prune=(dyrelu.HYPERNET,), stem=resnet.STEM_KERNEL,
+                             classifier=resnet.CLASSIFIER_KERNEL)
   if spec is not None:
     tx = sparse_transform.sparse_training(tx, spec)
   return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn, plan)

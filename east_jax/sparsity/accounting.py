@@ -1,14 +1,14 @@
 """Densities and FLOPs read from the masks (never from counting zeros in params:
 grown weights are zero too).
 
-FLOPs count multiply-adds of convolutions and the classifier (BatchNorm,
+FLOPs count multiply-adds of convolutions and dense layers (normalisation,
 activations and pooling are ignored, as in the RigL paper), every use of a kernel
 that weight sharing reuses included. Per use, inference FLOPs = kept weights x
 output spatial positions. Training FLOPs per step, as in RigL: 3 x sparse forward
 (forward + two backward products) on ordinary steps, and 2 x sparse + 1 x dense
-forward on mask-update steps that need the dense gradient (RigL); DyReLU's
-hyper-networks add their (dense) multiply-adds while they are active. All FLOPs are
-multiples of the dense, unshared ReLU ResNet.
+forward on mask-update steps that need the dense gradient (RigL); never-pruned
+auxiliary layers (e.g. hyper-networks) add their dense multiply-adds while they are
+active. All FLOPs are multiples of the dense, unshared network without them.
 
 Densities are relative to N_full, the prunable size of the unshared network:
 storage density = unique kept weights / N_full (the budget), compute density =
@@ -41,11 +41,12 @@ def _positions(shape) -> int:
   return int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
 
 
-def kernel_uses(model, image_shape, never_prune: tuple = ()) -> dict[str, list[int]]:
-  """{kernel leaf name: output spatial positions of each use (1 for the classifier)}.
+def kernel_uses(model, image_shape, never_prune: tuple = (),
+                reuses: dict | None = None) -> dict[str, list[int]]:
+  """{kernel leaf name: output spatial positions of each use (1 for a dense layer)}.
 
-  A kernel reused by weight sharing has one entry per block that uses it; kernels under
-  the scopes `never_prune` (DyReLU's hyper-networks) are left out (see `scope_macs`).
+  `reuses` ({module path: the kernel leaf it reuses}, weight sharing) adds one entry per
+  reusing module; kernels under the scopes `never_prune` are left out (see `scope_macs`).
   """
   params, outputs = _module_outputs(model, image_shape)
   uses = {}
@@ -53,14 +54,14 @@ def kernel_uses(model, image_shape, never_prune: tuple = ()) -> dict[str, list[i
     name = masks_lib.leaf_name(path)
     if name.endswith("kernel") and not masks_lib.in_scope(name, never_prune):
       uses[name] = [_positions(outputs[name[:-len("/kernel")]])]
-  for module, kernel in model.shared_convs().items():
+  for module, kernel in (reuses or {}).items():
     uses[kernel].append(_positions(outputs[module]))
   return uses
 
 
 def scope_macs(params, scope: str) -> int:
-  """Multiply-adds per example of the dense layers under `scope` (e.g. every DyReLU
-  hyper-network)."""
+  """Multiply-adds per example of the dense layers under `scope` (e.g. every
+  hyper-network of a model)."""
   return sum(math.prod(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
              if masks_lib.in_scope(masks_lib.leaf_name(p), (scope,))
              and masks_lib.leaf_name(p).endswith("kernel"))
@@ -68,7 +69,7 @@ def scope_macs(params, scope: str) -> int:
 
 def summarize(masks, params_shapes: dict[str, tuple], uses: dict[str, list[int]],
               prunable: list[str], *, update_interval: int = 0, dense_gradient: bool = False,
-              active_hypernet_macs: int = 0) -> dict:
+              active_extra_macs: int = 0) -> dict:
   """Totals over the prunable layers plus FLOPs over every kernel use.
 
   Returns unique kept / N_full / storage and compute density, inference FLOPs and
@@ -82,12 +83,12 @@ def summarize(masks, params_shapes: dict[str, tuple], uses: dict[str, list[int]]
   dense_flops = sum(sizes[n] * sum(p) for n, p in uses.items())
   sparse_flops = sum(counts.get(n, sizes[n]) * sum(p) for n, p in uses.items())
   inference = sparse_flops / dense_flops
-  train = (sparse_flops + active_hypernet_macs) / dense_flops
+  train = (sparse_flops + active_extra_macs) / dense_flops
   if dense_gradient and update_interval > 0:
     # One step in k computes the dense gradient: 2 f_s + f_D instead of 3 f_s.
     k = update_interval
     train = (3 * sparse_flops * (k - 1) + 2 * sparse_flops + dense_flops
-             + 3 * active_hypernet_macs * k) / (3 * dense_flops * k)
+             + 3 * active_extra_macs * k) / (3 * dense_flops * k)
   return {"sparsity/kept": kept, "sparsity/prunable": full,
           "sparsity/unique_prunable": sum(sizes[n] for n in prunable),
           "sparsity/density": kept / full, "sparsity/sparsity": 1.0 - kept / full,

@@ -1,11 +1,10 @@
 """Mask pytrees that mirror the params.
 
-A prunable leaf (every conv kernel, the classifier kernel; optionally not the stem or
-the classifier; never a leaf under a scope the caller excludes, such as DyReLU's
-hyper-networks) has a boolean mask of its own shape; every other leaf has the scalar
-mask True, which broadcasts. Which leaves are prunable is a static function
-of the param tree's paths and shapes, so there are no None leaves and nothing to
-carry in state.
+A prunable leaf (by default every conv and dense kernel; the caller's predicate decides,
+minus the leaves it keeps dense and any under a scope it excludes) has a boolean mask of
+its own shape; every other leaf has the scalar mask True, which broadcasts. Which leaves
+are prunable is a static function of the param tree's paths and shapes, so there are no
+None leaves and nothing to carry in state.
 """
 
 import jax
@@ -18,17 +17,9 @@ def leaf_name(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def is_prunable(name: str, shape, *, never_prune: tuple = (), keep_stem_dense: bool = False,
-                keep_classifier_dense: bool = False) -> bool:
-  """Conv and dense kernels, except under a scope in `never_prune` (the caller's, e.g.
-  DyReLU's hyper-networks) and the optional dense stem / classifier."""
-  if not name.endswith("kernel") or len(shape) not in (2, 4) or in_scope(name, never_prune):
-    return False
-  if keep_stem_dense and name.startswith("stem_conv/"):
-    return False
-  if keep_classifier_dense and name.startswith("classifier/"):
-    return False
-  return True
+def is_kernel(name: str, shape) -> bool:
+  """The default prunable leaves: conv (4-D) and dense (2-D) kernels."""
+  return name.endswith("kernel") and len(shape) in (2, 4)
 
 
 def in_scope(name: str, scopes) -> bool:
@@ -36,11 +27,14 @@ def in_scope(name: str, scopes) -> bool:
   return any(scope in name.split("/") for scope in scopes)
 
 
-def prunable_shapes(params, **options) -> dict[str, tuple]:
-  """{leaf name: shape} of the prunable leaves, in tree order."""
+def prunable_shapes(params, prunable=is_kernel, never_prune: tuple = (),
+                    keep_dense: tuple = ()) -> dict[str, tuple]:
+  """{leaf name: shape} of the leaves with `prunable(name, shape)`, in tree order, except
+  those under a scope in `never_prune` and those named in `keep_dense`."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   shapes = {leaf_name(p): tuple(x.shape) for p, x in leaves}
-  return {n: s for n, s in shapes.items() if is_prunable(n, s, **options)}
+  return {n: s for n, s in shapes.items()
+          if prunable(n, s) and not in_scope(n, never_prune) and n not in keep_dense}
 
 
 def build(params, layer_masks: dict):

@@ -5,12 +5,13 @@
   set     magnitude drop, random grow (Mocanu et al. 2018)
   rigl    magnitude drop, gradient grow (Evci et al. 2020)
   gmp     gradual magnitude pruning from dense, cubic schedule (Zhu & Gupta 2017)
-  east    RigL with cyclic sparsity, on a ResNet with weight sharing and DyReLU
-          (Li et al. 2025; the model-side tricks are set up by east_jax.east)
+  east    RigL with cyclic sparsity (Li et al. 2025; the model-side tricks, weight
+          sharing and DyReLU, are the caller's: east_jax.east)
 """
 
 from east_jax.errors import UserInputError
 from east_jax.sparsity import distributions
+from east_jax.sparsity import masks
 from east_jax.sparsity.cycles import CycleSchedule
 from east_jax.sparsity.transform import SparsitySpec
 
@@ -28,7 +29,7 @@ def _parse_overrides(entries) -> tuple:
       density = -1.0
     if not sep or not 0.0 <= density <= 1.0:
       raise UserInputError(f"config.sparsity.layer_density_overrides entry {entry!r}: use "
-                           "'<layer>=<density in [0, 1]>', e.g. 'stem_conv/kernel=1.0'.")
+                           "'<layer>=<density in [0, 1]>', e.g. 'conv1/kernel=1.0'.")
     overrides.append((name.strip(), density))
   return tuple(overrides)
 
@@ -60,22 +61,32 @@ def validate(sparsity_config) -> None:
 
 
 def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tuple = (),
-                cycles: CycleSchedule | None = None,
-                never_prune: tuple = ()) -> SparsitySpec | None:
+                cycles: CycleSchedule | None = None, prunable=masks.is_kernel,
+                never_prune: tuple = (), stem: str = "",
+                classifier: str = "") -> SparsitySpec | None:
   """The SparsitySpec of `config.sparsity`, or None for dense training.
 
-  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from EAST;
-  `never_prune`: param scopes the model never prunes (DyReLU's hyper-networks).
+  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from the model's
+  training recipe; `prunable` and `never_prune` say which leaves can be pruned (see
+  SparsitySpec); `stem` and `classifier` name the model's first and output kernels, for
+  keep_stem_dense, keep_classifier_dense and connect_all_classes.
   """
   validate(sparsity_config)
   rule = METHODS[sparsity_config.method]
   if rule is None:
     return None
+  named = {"keep_stem_dense": stem, "keep_classifier_dense": classifier,
+           "connect_all_classes": classifier}
+  for field, name in named.items():
+    if sparsity_config[field] and not name:
+      raise UserInputError(f"config.sparsity.{field} needs the model's "
+                           f"{'stem' if field == 'keep_stem_dense' else 'classifier'} kernel "
+                           "name (create_spec(stem=..., classifier=...)).")
+  keep_dense = tuple(name for field, name in list(named.items())[:2] if sparsity_config[field])
   return SparsitySpec(
       update_rule=rule, density=1.0 - sparsity_config.sparsity, total_steps=total_steps,
-      distribution=sparsity_config.distribution,
-      keep_stem_dense=sparsity_config.keep_stem_dense,
-      keep_classifier_dense=sparsity_config.keep_classifier_dense,
+      distribution=sparsity_config.distribution, prunable=prunable, keep_dense=keep_dense,
+      classifier=classifier,
       overrides=_parse_overrides(sparsity_config.layer_density_overrides),
       min_kept_per_layer=sparsity_config.min_kept_per_layer,
       connect_all_classes=sparsity_config.connect_all_classes,

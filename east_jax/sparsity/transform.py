@@ -18,7 +18,7 @@ step, so its own counts and schedules are never disturbed.
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +46,18 @@ class SparsitySpec:
   kernel_uses: ((kernel name, uses), ...) for kernels reused by weight sharing: the
     budget is round(density * N_full), N_full counting every use.
   cycles: cyclic sparsity before the constant-density updates (set/rigl), or None.
-  never_prune: param scopes (path components) whose kernels are never pruned and not
-    in the budget, e.g. ("hypernet",) for DyReLU's hyper-networks.
+  prunable: (leaf name, shape) -> whether the leaf is pruned; default: conv and dense
+    kernels (`masks.is_kernel`).
+  never_prune: param scopes (path components) whose leaves are never pruned and not in
+    the budget, e.g. a model's auxiliary networks.
+  keep_dense: leaf names left dense and outside the budget (e.g. the first layer).
+  classifier: the output layer's kernel, whose every column connect_all_classes keeps
+    connected.
   """
   update_rule: str
   density: float
   total_steps: int
   distribution: str = "erk"
-  keep_stem_dense: bool = False
-  keep_classifier_dense: bool = False
   overrides: tuple = ()
   min_kept_per_layer: int = 0
   connect_all_classes: bool = False
@@ -65,7 +68,10 @@ class SparsitySpec:
   drop_fraction_final: float = 0.005
   kernel_uses: tuple = ()
   cycles: CycleSchedule | None = None
+  prunable: Callable[[str, tuple], bool] = masks_lib.is_kernel
   never_prune: tuple = ()
+  keep_dense: tuple = ()
+  classifier: str = ""
   seed: int = 0
 
   @property
@@ -80,9 +86,7 @@ class SparseTrainingState(NamedTuple):
 
 
 def prunable_shapes(spec: SparsitySpec, params) -> dict[str, tuple]:
-  return masks_lib.prunable_shapes(params, never_prune=spec.never_prune,
-                                   keep_stem_dense=spec.keep_stem_dense,
-                                   keep_classifier_dense=spec.keep_classifier_dense)
+  return masks_lib.prunable_shapes(params, spec.prunable, spec.never_prune, spec.keep_dense)
 
 
 def reference_size(spec: SparsitySpec, shapes) -> int:
@@ -95,7 +99,7 @@ def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> d
   """Per-layer kept counts at `density` (default: the spec's)."""
   minimum = dict.fromkeys(shapes, spec.min_kept_per_layer)
   for name, shape in shapes.items():
-    if spec.connect_all_classes and _is_classifier(name):
+    if _guarded(spec, name):
       minimum[name] = max(minimum[name], shape[1])
   return distributions.kept_counts(shapes, spec.density if density is None else density,
                                    spec.distribution, dict(spec.overrides), minimum,
@@ -144,8 +148,9 @@ def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:
   return frozenset(int(s) for s in steps[np.asarray(is_update_step(spec, steps))])
 
 
-def _is_classifier(name: str) -> bool:
-  return name.startswith("classifier/")
+def _guarded(spec: SparsitySpec, name: str) -> bool:
+  """Whether the collapse guard keeps every column of this layer connected."""
+  return spec.connect_all_classes and name == spec.classifier
 
 
 def _layer_key(seed: int, step, layer_index: int):
@@ -159,7 +164,7 @@ def initial_masks(spec: SparsitySpec, params):
             if spec.update_rule == "gmp" else target_counts(spec, shapes))
   layer_masks = {
       name: criteria.random_mask(_layer_key(spec.seed, 0, i), shapes[name], counts[name],
-                                 spec.connect_all_classes and _is_classifier(name))
+                                 _guarded(spec, name))
       for i, name in enumerate(shapes)}
   return masks_lib.build(params, layer_masks)
 
@@ -189,7 +194,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
     for i, name in enumerate(shapes):
       count = counts[name]
       protect = (criteria.column_anchor(weights[name], current[name])
-                 if spec.connect_all_classes and _is_classifier(name) else None)
+                 if _guarded(spec, name) else None)
       new[name] = criteria.drop_and_grow(
           _layer_key(spec.seed, step, i), weights[name], current[name], grow[name], count=count,
           max_change=schedules.max_to_move(max(spec.drop_fraction, spec.drop_fraction_final),
@@ -206,7 +211,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
     event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
     for i, name in enumerate(shapes):
       protect = (criteria.column_anchor(weights[name], current[name])
-                 if spec.connect_all_classes and _is_classifier(name) else None)
+                 if _guarded(spec, name) else None)
       new[name] = criteria.resize(_layer_key(spec.seed, step, i), weights[name], current[name],
                                   grow[name], target=jnp.asarray(table[:, i])[event],
                                   max_count=max(counts[name], int(table[:, i].max())),

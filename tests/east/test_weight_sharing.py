@@ -109,7 +109,7 @@ def test_masks_live_on_unique_kernels_and_accounting_counts_every_use():
   shapes = transform.prunable_shapes(spec, variables["params"])
   assert not any(n.startswith(("stage1_block2", "stage1_block3")) for n in shapes)
   assert masks["stage1_block2"]["conv1"]["scale"].shape == ()
-  uses = accounting.kernel_uses(shared, (8, 8, 3))
+  uses = accounting.kernel_uses(shared, (8, 8, 3), reuses=shared.shared_convs())
   assert uses["stage1_block1/conv1/kernel"] == [64, 64, 64]
   all_shapes = {n: x.shape for n, x in masks_lib.layers(variables["params"], uses).items()}
   summary = accounting.summarize(masks, all_shapes, uses, list(shapes))

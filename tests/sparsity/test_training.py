@@ -106,7 +106,7 @@ def test_invalid_sparsity_config_fails_clearly(data_dir, tmp_path, overrides, me
 
 def test_accounting_counts_masks_not_zeros():
   model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1))
-  uses = accounting.kernel_uses(model, (28, 28, 1))
+  uses = accounting.kernel_uses(model, (28, 28, 1), reuses=model.shared_convs())
   assert uses["stem_conv/kernel"] == [28 * 28]
   assert uses["stage2_block0/conv1/kernel"] == [14 * 14]
   assert uses["classifier/kernel"] == [1]

@@ -2,11 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from east_jax.errors import UserInputError
 from east_jax.sparsity import masks as masks_lib
+from east_jax.sparsity import methods
 from east_jax.sparsity import transform
 
 PARAMS = {
@@ -117,7 +120,18 @@ def test_updates_happen_only_on_schedule():
 
 
 def test_keep_stem_and_classifier_dense():
-  spec = _spec(keep_stem_dense=True, keep_classifier_dense=True)
+  config = ml_collections.ConfigDict({"method": "rigl", "sparsity": 0.9, "distribution": "erk",
+                                      "keep_stem_dense": True, "keep_classifier_dense": True,
+                                      "layer_density_overrides": (), "min_kept_per_layer": 0,
+                                      "connect_all_classes": False, "update_interval": 2,
+                                      "update_start_step": 0, "update_end_step": -1,
+                                      "drop_fraction": 0.5, "drop_fraction_final": 0.0})
+  made = methods.create_spec(config, total_steps=20, seed=0, stem="stem_conv/kernel",
+                             classifier="classifier/kernel")
+  assert made.keep_dense == ("stem_conv/kernel", "classifier/kernel")
+  with pytest.raises(UserInputError, match="keep_stem_dense needs the model's stem"):
+    methods.create_spec(config, total_steps=20, seed=0)
+  spec = _spec(keep_dense=("stem_conv/kernel", "classifier/kernel"))
   assert list(transform.prunable_shapes(spec, PARAMS)) == ["block/conv/kernel"]
   state = transform.sparse_training(optax.sgd(0.1), spec).init(PARAMS)
   assert state.masks["stem_conv"]["kernel"].shape == ()
@@ -144,7 +158,8 @@ def test_gmp_prunes_from_dense_to_the_target():
 
 
 def test_collapse_guard_keeps_every_class_connected():
-  spec = _spec(density=0.02, connect_all_classes=True, min_kept_per_layer=3, update_interval=1)
+  spec = _spec(density=0.02, connect_all_classes=True, classifier="classifier/kernel",
+               min_kept_per_layer=3, update_interval=1)
   tx = transform.sparse_training(optax.sgd(0.1), spec)
   params = _params(jax.random.key(0))
   state = tx.init(params)
