@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.image_size = 0         # inception crop size; 0 = the dataset's default
   config.dataset.mean = ()              # () = the dataset's default normalisation
   config.dataset.std = ()
-  config.dataset.num_threads = 4        # grain reader threads
+  config.dataset.num_threads = 4        # grain reader threads (per worker process)
+  config.dataset.num_workers = 0        # decode/augment processes; 0 = threads of this one
 
   config.batch_size = 128               # global, over all devices and processes
   config.eval_batch_size = 512

@@ -306,12 +306,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count(),
-                                       num_threads=config.dataset.num_threads)
+                                       num_threads=config.dataset.num_threads,
+                                       num_workers=config.dataset.num_workers)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(state)
   seconds_before = 0.0  # Time the run spent up to its restored checkpoint.
   if restored is not None:
     state, data_state = restored
+    if data_state.get("num_workers", 0) != config.dataset.num_workers:
+      raise UserInputError(
+          f"The checkpoint in {workdir} was written with config.dataset.num_workers="
+          f"{data_state.get('num_workers', 0)} (its input position is per worker): resume "
+          "with that value.")
     train_iter.set_state(data_state["iterator"])
     seconds_before = data_state["train_seconds"]
   start_step = int(state.step)
@@ -386,12 +392,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         log_start_time = time.time()  # Evaluation time is not training throughput.
       if save:
         checkpointer.save(step, state, {"iterator": train_iter.get_state(),
+                                        "num_workers": config.dataset.num_workers,
                                         "train_seconds": seconds_before + time.time() - loop_start})
       if stopping:
         break
   finally:
     stop.close()
     progress.close()
+    train_iter.close()
     checkpointer.wait()
     checkpointer.close()
     writer.close()

@@ -44,3 +44,6 @@ class TamperedIterator:
 
   def set_state(self, state):
     self._inner.set_state(state)
+
+  def close(self):
+    self._inner.close()

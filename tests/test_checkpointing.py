@@ -77,3 +77,24 @@ def test_resuming_with_a_different_model_is_a_clear_error(data_dir, tmp_path):
   with pytest.raises(UserInputError, match="does not match this config"):
     train.train_and_evaluate(tiny_config(data_dir, num_train_steps=6,
                                          **{"model.width": 8}), workdir)
+
+
+def test_resume_with_worker_processes_is_exact(data_dir, tmp_path, monkeypatch):
+  overrides = {"dataset.num_workers": 2, "dataset.num_threads": 1, "sparsity.method": "rigl",
+               "sparsity.sparsity": 0.9, "sparsity.update_interval": 2, "eval_every_steps": 6}
+  uninterrupted = train.train_and_evaluate(
+      tiny_config(data_dir, **{**overrides, "dataset.num_workers": 0}), str(tmp_path / "threads"))
+  workdir = str(tmp_path / "workers")
+  real_iterator = pipeline.train_iterator
+  monkeypatch.setattr(pipeline, "train_iterator",
+                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), _interrupt_at(5)))
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_config(data_dir, **overrides), workdir)
+  monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
+  resumed = train.train_and_evaluate(tiny_config(data_dir, **overrides), workdir)
+  assert int(resumed.step) == 6
+  _assert_trees_equal(resumed.params, uninterrupted.params)
+  _assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+  with pytest.raises(UserInputError, match="num_workers=2"):
+    train.train_and_evaluate(tiny_config(data_dir, num_train_steps=9, **{
+        **overrides, "dataset.num_workers": 0}), workdir)

@@ -15,6 +15,7 @@ import math
 import os
 from typing import Iterator
 
+from absl import flags
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -174,11 +175,14 @@ def _eval_transform(ds: Dataset, example):
 
 
 def train_iterator(ds: Dataset, *, global_batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1, num_threads: int = 4) -> grain.DatasetIterator:
+                   process_count: int = 1, num_threads: int = 4,
+                   num_workers: int = 0) -> grain.DatasetIterator:
   """An endless iterator of this process's share of each global training batch.
 
   Batches are dicts of `image` (B, H, W, C) float32 and `label` (B,) int32 with
   B = global_batch_size // process_count. `get_state()` / `set_state()` resume it.
+  num_workers > 0 decodes and augments in that many worker processes (each reading
+  with `num_threads` threads); the batches are the same as with none.
   """
   if global_batch_size % process_count:
     raise UserInputError(f"Global batch size {global_batch_size} is not divisible by the "
@@ -192,7 +196,12 @@ def train_iterator(ds: Dataset, *, global_batch_size: int, seed: int, process_in
   data = data.random_map(lambda ex, rng: _train_transform(ds, ex, rng), seed=seed + 1)
   data = data.batch(global_batch_size // process_count, drop_remainder=True)
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
-  return iter(data.to_iter_dataset(options))
+  data = data.to_iter_dataset(options)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain reads its own absl flags (at their defaults).
+      flags.FLAGS.mark_as_parsed()
+    data = data.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(data)
 
 
 def eval_batches(ds: Dataset, split: str, *, global_batch_size: int, process_index: int = 0,

@@ -119,3 +119,19 @@ def test_unprepared_dataset_says_how_to_prepare(tmp_path):
 def test_unknown_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(UserInputError, match="Unknown dataset 'no_such_data'.*prepare npz"):
     _dataset(str(tmp_path), **{"dataset.name": "no_such_data"})
+
+
+def test_worker_processes_give_the_same_batches_and_resume_exactly(data_dir):
+  ds = _dataset(data_dir)
+  expected = _batches(pipeline.train_iterator(ds, global_batch_size=32, seed=0), 7)
+  it = pipeline.train_iterator(ds, global_batch_size=32, seed=0, num_threads=1, num_workers=2)
+  first = _batches(it, 4)
+  state = it.get_state()
+  it.close()
+  resumed = pipeline.train_iterator(ds, global_batch_size=32, seed=0, num_threads=1,
+                                    num_workers=2)
+  resumed.set_state(state)
+  for x, y in zip(expected, first + _batches(resumed, 3), strict=True):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+  resumed.close()
