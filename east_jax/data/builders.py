@@ -81,17 +81,19 @@ class _FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
 
-  def __init__(self, *, splits, class_names, channels, **kwargs):
+  def __init__(self, *, splits, class_names, channels, encoding="png", **kwargs):
     self._splits = splits  # {split: [(path, label), ...]}
     self._class_names = class_names
     self._channels = channels
+    self._encoding = encoding
     super().__init__(**kwargs)
 
   def _info(self):
     return tfds.core.DatasetInfo(
         builder=self,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, self._channels)),
+            "image": tfds.features.Image(shape=(None, None, self._channels),
+                                         encoding_format=self._encoding),
             "label": tfds.features.ClassLabel(names=list(self._class_names)),
         }),
         supervised_keys=("image", "label"))
@@ -176,9 +178,13 @@ def prepare_npz(name: str, npz_path: str, data_dir: str) -> str:
                       data_dir=data_dir, file_format="array_record"))
 
 
-def prepare_image_folder(name: str, root: str, data_dir: str, channels: int = 3) -> str:
-  """Prepares dataset `name` from `root/<split>/<class>/<image>` (classes sorted by name)."""
+def prepare_image_folder(name: str, root: str, data_dir: str, channels: int = 3,
+                         encoding: str = "png") -> str:
+  """Prepares dataset `name` from `root/<split>/<class>/<image>` (classes sorted by name),
+  stored `encoding`-encoded (png: lossless; jpeg: like tfds' ImageNet, decoded per read)."""
   _check_name(name)
+  if encoding not in ("png", "jpeg"):
+    raise UserInputError(f"Image encoding {encoding!r}: use png or jpeg.")
   if not os.path.isdir(root):
     raise UserInputError(f"No such folder: {root}")
   split_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -200,7 +206,7 @@ def prepare_image_folder(name: str, root: str, data_dir: str, channels: int = 3)
     splits[split] = items
   cls = _builder_class(_FolderImages, name, "1.0.0")
   return _prepare(cls(splits=splits, class_names=class_names, channels=channels,
-                      data_dir=data_dir, file_format="array_record"))
+                      encoding=encoding, data_dir=data_dir, file_format="array_record"))
 
 
 def prepare_tfds(name: str, data_dir: str, manual_dir: str | None = None) -> str:

@@ -26,6 +26,8 @@ flags.DEFINE_string("name", None, "npz/folder: the dataset name to give (lower_s
 flags.DEFINE_string("npz", None, "npz: the .npz file.")
 flags.DEFINE_string("root", None, "folder: root/<split>/<class>/<image>.")
 flags.DEFINE_integer("channels", 3, "folder: 1 (grey) or 3 (RGB).")
+flags.DEFINE_enum("encoding", "png", ["png", "jpeg"], "folder: how images are stored (png: "
+                  "lossless; jpeg: smaller, decoded on every read like tfds' ImageNet).")
 flags.DEFINE_string("manual_dir", None, "imagenet2012: folder holding the manually downloaded files.")
 FLAGS = flags.FLAGS
 
@@ -45,7 +47,8 @@ def prepare(source: str) -> str:
       return builders.prepare_npz(FLAGS.name, FLAGS.npz, data_dir)
     if not FLAGS.root:
       raise UserInputError("folder: pass --root=<folder>.")
-    return builders.prepare_image_folder(FLAGS.name, FLAGS.root, data_dir, FLAGS.channels)
+    return builders.prepare_image_folder(FLAGS.name, FLAGS.root, data_dir, FLAGS.channels,
+                                         FLAGS.encoding)
   if source in ("cifar10", "cifar100", "imagenet2012"):
     return builders.prepare_tfds(source, data_dir, FLAGS.manual_dir)
   raise UserInputError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
