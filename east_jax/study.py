@@ -36,8 +36,8 @@ def run_name(arg: str) -> str:
   return arg.replace("=", "-").replace(",", "_").replace("/", "-")
 
 
-def build_config(config_file: str, arg: str, overrides: dict):
-  config = cli.load_python_file(config_file).get_config(arg)
+def set_fields(config, overrides: dict):
+  """Sets each dotted field of `overrides` ({"model.width": 8}) in `config`; returns it."""
   for key, value in overrides.items():
     *parents, leaf = key.split(".")
     node = config
@@ -45,6 +45,10 @@ def build_config(config_file: str, arg: str, overrides: dict):
       node = node[name]
     node[leaf] = value
   return config
+
+
+def build_config(config_file: str, arg: str, overrides: dict):
+  return set_fields(cli.load_python_file(config_file).get_config(arg), overrides)
 
 
 def _claim(path: str) -> bool:

@@ -3,6 +3,7 @@
 import ml_collections
 
 from configs import default
+from east_jax import study
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -20,13 +21,7 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   config.log_every_steps = 2
   config.eval_every_steps = 3
   config.checkpoint_every_steps = 3
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return study.set_fields(config, overrides)
 
 
 class TamperedIterator:
