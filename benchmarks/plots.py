@@ -3,8 +3,9 @@
   python -m benchmarks.plots --study=runs/collapse_edge --sparsity=0.997 --out=docs/plots
 
 Writes density.png (density over training: EAST's cycles vs RigL), beta.png (DyReLU's
-beta over training) and layers.png (per-layer density at the end). Accuracy against
-kept weights: `python -m east_jax.report <study> --plot=<file>`.
+beta over training), layers.png (per-layer density at the end) and train_accuracy.png
+(train accuracy over training: EAST, EAST with the static phase-out when the study has it,
+RigL). Accuracy against kept weights: `python -m east_jax.report <study> --plot=<file>`.
 """
 
 import argparse
@@ -21,8 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 LABELS = {"east": "EAST", "rigl": "RigL"}
 
 
-def _run(study, method, sparsity):
-  return os.path.join(study, run_name(f"method={method},sparsity={sparsity},seed=0"))
+def _run(study, method, sparsity, extra=""):
+  arg = f"method={method},sparsity={sparsity},seed=0" + (f",{extra}" if extra else "")
+  return os.path.join(study, run_name(arg))
 
 
 def _records(run_dir):
@@ -75,6 +77,22 @@ def plot_layers(study, sparsity, out):
   _save(fig, out, "layers.png")
 
 
+def plot_train_accuracy(study, sparsity, out):
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  runs = [("EAST (ReLU phase-out)", _run(study, "east", sparsity), "-"),
+          ("EAST (static phase-out)", _run(study, "east", sparsity, "east.phase_out=static"), "-."),
+          ("RigL", _run(study, "rigl", sparsity), "--")]
+  for label, path, style in runs:
+    if os.path.exists(os.path.join(path, "metrics.jsonl")):
+      ax.plot(*_series(_records(path), "train_accuracy"), style, label=label)
+  beta = _series(_records(_run(study, "east", sparsity)), "east/beta")
+  ax.plot(*beta, ":", color="grey", label="DyReLU beta")
+  ax.set(xlabel="step", ylabel="train accuracy (50-step mean)",
+         title=f"Train accuracy over training, {100 * sparsity:g}% sparsity, seed 0")
+  ax.legend(fontsize=7)
+  _save(fig, out, "train_accuracy.png")
+
+
 def _save(fig, out, name):
   fig.tight_layout()
   fig.savefig(os.path.join(out, name), dpi=110)
@@ -92,6 +110,7 @@ def main():
   plot_density(args.study, args.sparsity, args.out)
   plot_beta(args.study, args.sparsity, args.out)
   plot_layers(args.study, args.sparsity, args.out)
+  plot_train_accuracy(args.study, args.sparsity, args.out)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ A ResNet of width 8 with three stages of 3 basic blocks (67,848 prunable weights
 2 and 3 of a stage share block 1's kernels under EAST), 3 epochs (1,263 steps of 128),
 evaluated at the end. Sparsities by kept weights, placed from the probes of issue 12
 (99%: RigL 78.8%, 99.7%: 29.8%): 99.5% (339 kept), 99.7% (204), 99.85% (102). First
-EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the other methods
-and EAST's ablations with 2 seeds.
+EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the static phase-out
+(3 seeds), the other methods and EAST's ablations with 2 seeds, and a phase-out that ends
+before the learning-rate decay (2 seeds).
 
   python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
   python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \\
@@ -28,4 +29,7 @@ RUNS = (grid(["east", "rigl"], [0.995, EDGE, 0.9985], seeds=3)
         + grid(["east"], [EDGE], seeds=2, extra="east.dyrelu=False")
         + grid(["east"], [EDGE], seeds=2, extra="east.num_cycles=0")
         + grid(["rigl"], [EDGE], seeds=2,
-               extra="sparsity.connect_all_classes=True,sparsity.min_kept_per_layer=2"))
+               extra="sparsity.connect_all_classes=True,sparsity.min_kept_per_layer=2")
+        # The phase-out ends at 50%, where the learning rate drops 10x: end it before.
+        + grid(["east"], [EDGE], seeds=2,
+               extra="east.dyrelu_phase_start=0.15,east.dyrelu_phase_end=0.4"))
