@@ -130,7 +130,8 @@ def _kept(results) -> int | None:
 
 
 def plot(rows: dict, path: str, metric: str) -> None:
-  """Metric vs kept weights (log scale): every seed a point, each row's means a line."""
+  """Metric vs kept weights (log scale): every seed a dot, each row's means open diamonds
+  joined by a line."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -142,8 +143,8 @@ def plot(rows: dict, path: str, metric: str) -> None:
     if not points:
       continue
     label = method + (f" ({variant})" if variant else "")
-    line, = ax.plot([k for k, _ in points], [statistics.mean(v) for _, v in points], "-",
-                    label=label, alpha=0.9)
+    line, = ax.plot([k for k, _ in points], [statistics.mean(v) for _, v in points], "-D",
+                    markersize=6, markerfacecolor="none", label=f"{label}: mean", alpha=0.9)
     for k, values in points:
       ax.scatter([k] * len(values), values, color=line.get_color(), s=14, alpha=0.6)
   ax.set_xscale("log")
