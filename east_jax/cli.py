@@ -17,15 +17,20 @@ CONFIGS_HELP = ("Configs: configs/*.py, one file per experiment (each docstring 
                 "configs/default.py.")
 
 
-def load_python_file(path: str):
-  """Executes a config or study file as a module; its repository root is put on
-  sys.path first (config files import `configs.default`)."""
-  from east_jax.errors import UserInputError
-  if not os.path.isfile(path):
-    raise UserInputError(f"No such file: {path!r}.")
+def _add_repo_root(path: str) -> None:
+  """Puts the repository of a config or study file (the folder above its own) on
+  sys.path: config files import `configs.default`."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
   if root not in sys.path:
     sys.path.insert(0, root)
+
+
+def load_python_file(path: str):
+  """Executes a config or study file as a module, its repository on sys.path."""
+  from east_jax.errors import UserInputError
+  if not os.path.isfile(path):
+    raise UserInputError(f"No such file: {path!r}.")
+  _add_repo_root(path)
   spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"), path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -81,10 +86,8 @@ def parse_flags(argv, module=None):
     print(f"\n{CONFIGS_HELP}")
     sys.exit(0)
   value = _config_flag(argv)
-  if value is not None:  # Config files import `configs.default` from their repository.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(value.partition(":")[0])))
-    if root not in sys.path:
-      sys.path.insert(0, root)
+  if value is not None:
+    _add_repo_root(value.partition(":")[0])
   try:
     return FLAGS(argv)
   except flags.Error as e:

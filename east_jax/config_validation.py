@@ -35,11 +35,12 @@ def validate(config) -> None:
              f"config.{field} must be a positive integer, got {value!r}.")
   _require(config.num_train_steps > 0 or config.num_epochs > 0,
            "Set config.num_epochs > 0 or config.num_train_steps > 0.")
-  for field in ("num_threads", "num_workers"):
-    value = config.dataset[field]
-    _require(isinstance(value, int) and value >= (1 if field == "num_threads" else 0),
-             f"config.dataset.{field} must be an integer >= "
-             f"{1 if field == 'num_threads' else 0}, got {value!r}.")
+  threads, workers = config.dataset.num_threads, config.dataset.num_workers
+  _require(isinstance(threads, int) and threads >= 1,
+           f"config.dataset.num_threads must be an integer >= 1, got {threads!r}.")
+  _require(isinstance(workers, int) and workers >= 0,
+           f"config.dataset.num_workers must be an integer >= 0 (0: threads only), got "
+           f"{workers!r}.")
   for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     _require(config[field] > 0, f"config.{field} must be > 0, got {config[field]}.")
   _require(config.learning_rate > 0, f"config.learning_rate must be > 0, got {config.learning_rate}.")

@@ -60,6 +60,10 @@ class Plan(NamedTuple):
   relu_from: int                    # first step without hyper-networks (0 without DyReLU)
   hypernet_freeze_step: int | None  # the hyper-networks stop training here, or None
 
+  def hypernet_active(self, step) -> bool:
+    """Whether the model runs its hyper-networks at `step` (steps before relu_from)."""
+    return self.beta_fn is not None and step < self.relu_from
+
 
 def plan(config, total_steps: int) -> Plan:
   """The plan of `config` over `total_steps`; for other methods: the plain ReLU ResNet."""

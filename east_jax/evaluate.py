@@ -22,15 +22,14 @@ FLAGS = flags.FLAGS
 
 def evaluate(workdir: str, split: str = "test", step: int | None = None) -> tuple[dict, str]:
   """(metrics, per-layer table or "") of a checkpoint of `workdir` on `split`."""
-  config, ds, run, state, mesh = saved_run.load(workdir, step)
   if split not in ("train", "validation", "test"):
     raise UserInputError(f"--split must be train, validation or test, got {split!r}.")
+  config, ds, run, state, mesh = saved_run.load(workdir, step)
   step = int(state.step)
-  beta_fn = run.plan.beta_fn
-  active = beta_fn is not None and step < run.plan.relu_from
+  active = run.plan.hypernet_active(step)
   model = train.sparse_compute_model(run.model, run.spec, state.params,
                                      config.model.sparse_compute)
-  p_eval_step = train.make_eval_step(model, mesh, beta_fn if active else None)
+  p_eval_step = train.make_eval_step(model, mesh, run.plan.beta_fn if active else None)
   metrics = {"step": step}
   report = train.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)
   table = ""

@@ -63,11 +63,11 @@ def compress(config, run, state) -> tuple[dict, dict]:
   if run.spec is None:
     raise UserInputError("This run is dense (config.sparsity.method=dense): nothing to "
                          "compress; its checkpoint is the model.")
-  beta_fn, relu_from = run.plan.beta_fn, run.plan.relu_from
-  if beta_fn is not None and step < relu_from:
+  if run.plan.hypernet_active(step):
     raise UserInputError(f"The checkpoint of step {step} still uses DyReLU (beta = "
-                         f"{float(beta_fn(step)):.3f}); the network without hyper-networks "
-                         f"exists from step {relu_from} on. Export a later checkpoint.")
+                         f"{float(run.plan.beta_fn(step)):.3f}); the network without "
+                         f"hyper-networks exists from step {run.plan.relu_from} on. Export a "
+                         "later checkpoint.")
   params = dyrelu.strip_hypernetworks(state.params)
   prunable = list(transform.prunable_shapes(run.spec, params))
   masks = {n: np.asarray(m) for n, m in masks_lib.layers(state.opt_state.masks, prunable).items()}

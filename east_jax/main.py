@@ -19,7 +19,6 @@ from east_jax import train
 from east_jax.errors import UserInputError
 
 FLAGS = flags.FLAGS
-STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, as if the signal had ended the process: not finished.
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and logs; a run restarted "
                     "on the same folder resumes from its latest checkpoint.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. "
@@ -46,7 +45,7 @@ def main(argv):
     sys.exit(2)
   except preemption.Stopped as e:
     print(e, file=sys.stderr)
-    sys.exit(STOPPED_EXIT_CODE)
+    sys.exit(preemption.EXIT_CODE)
 
 
 def run():

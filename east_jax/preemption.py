@@ -14,13 +14,15 @@ import jax
 from jax.experimental import multihost_utils
 
 
+EXIT_CODE = 143  # 128 + SIGTERM, as if the signal had ended the process: not finished.
+
+
 class Stopped(Exception):
   """Training stopped on SIGTERM after saving the checkpoint of `step`."""
 
   def __init__(self, step: int, workdir: str):
     super().__init__(f"stopped on SIGTERM at step {step}; its checkpoint is in {workdir}. "
                      "Relaunch with the same --workdir to resume.")
-    self.step = step
 
 
 class StopRequest:

@@ -55,7 +55,7 @@ def load(workdir: str, step: int | None = None) -> SavedRun:
   run = train.build_run(config, ds)
   mesh = parallel.create_mesh(jax.devices()[:1])
   like = train.create_train_state(jax.random.key(config.seed), run.model, run.tx,
-                                  ds.image_shape, mesh)
+                                  ds.image_shape, mesh, abstract=True)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
     steps = checkpointer.all_steps()

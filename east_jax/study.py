@@ -81,31 +81,35 @@ def _alive(pid: int) -> bool:
 
 def run_study(study_file: str, workdir: str, dry_run: bool = False) -> list[str]:
   """Trains the study's unfinished, unclaimed runs in order; returns the run folders."""
-  from east_jax import train  # Imports JAX: not needed to list a study.
+  from east_jax import preemption, train  # Import JAX: not needed to list a study.
   study = cli.load_python_file(study_file)
   config_file = os.path.join(os.path.dirname(os.path.abspath(study_file)), study.CONFIG)
   paths, failed = [], []
   for i, arg in enumerate(study.RUNS):
     path = os.path.join(workdir, run_name(arg))
     paths.append(path)
+    tag = f"[{i + 1}/{len(study.RUNS)}]"
     done = os.path.exists(os.path.join(path, "final_metrics.json"))
     if dry_run or done:
-      print(f"[{i + 1}/{len(study.RUNS)}] {'done' if done else 'todo'}: {arg}", flush=True)
+      print(f"{tag} {'done' if done else 'todo'}: {arg}", flush=True)
       continue
     if not _claim(path):
-      print(f"[{i + 1}/{len(study.RUNS)}] another process trains {arg}", flush=True)
+      print(f"{tag} another process trains {arg}", flush=True)
       continue
-    print(f"[{i + 1}/{len(study.RUNS)}] training {arg} in {path}", flush=True)
+    print(f"{tag} training {arg} in {path}", flush=True)
     start = time.time()
     try:
       train.train_and_evaluate(build_config(config_file, arg, study.OVERRIDES), path)
     except (UserInputError, ValueError, FloatingPointError) as e:  # The others still run.
-      print(f"[{i + 1}/{len(study.RUNS)}] failed {arg}: {e}", flush=True)
+      print(f"{tag} failed {arg}: {e}", flush=True)
       failed.append(arg)
       continue
+    except preemption.Stopped as e:  # SIGTERM: the run has its checkpoint; the study stops.
+      print(f"{tag} {e}", flush=True)
+      raise SystemExit(preemption.EXIT_CODE) from None
     finally:
       os.remove(os.path.join(path, CLAIM))
-    print(f"[{i + 1}/{len(study.RUNS)}] finished {arg} in {time.time() - start:.0f} s", flush=True)
+    print(f"{tag} finished {arg} in {time.time() - start:.0f} s", flush=True)
   if failed:
     raise UserInputError(f"{len(failed)} run(s) failed: {'; '.join(failed)}")
   return paths

@@ -61,8 +61,9 @@ def compiler_options(runs_once: bool = False) -> dict:
   return {"xla_backend_optimization_level": 0 if runs_once else 1}
 
 
-def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
-  """Initialises the model and optimizer, replicated over `mesh`."""
+def create_train_state(rng, model, tx, image_shape, mesh, abstract: bool = False) -> TrainState:
+  """Initialises the model and optimizer, replicated over `mesh` (abstract: only the
+  shapes, dtypes and shardings, nothing computed)."""
 
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -73,8 +74,9 @@ def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=opt_state)
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh),
-                 compiler_options=compiler_options(runs_once=True))(rng)
+  program = jax.jit(init, out_shardings=parallel.replicated(mesh),
+                    compiler_options=compiler_options(runs_once=True))
+  return program.eval_shape(rng) if abstract else program(rng)
 
 
 def cross_entropy(logits, labels):
@@ -293,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   run = build_run(config, ds)
   model, tx, spec, total_steps = run.model, run.tx, run.spec, run.total_steps
   steps_per_epoch, learning_rate_fn = run.steps_per_epoch, run.learning_rate_fn
-  beta_fn, relu_from = run.plan.beta_fn, run.plan.relu_from
+  beta_fn, hypernet_active = run.plan.beta_fn, run.plan.hypernet_active
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
   fast_model = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
@@ -313,13 +315,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   seconds_before = 0.0  # Time the run spent up to its restored checkpoint.
   if restored is not None:
     state, data_state = restored
-    if data_state.get("num_workers", 0) != config.dataset.num_workers:
+    if data_state["num_workers"] != config.dataset.num_workers:
       raise UserInputError(
           f"The checkpoint in {workdir} was written with config.dataset.num_workers="
-          f"{data_state.get('num_workers', 0)} (its input position is per worker): resume "
-          "with that value.")
+          f"{data_state['num_workers']} (its input position is per worker): resume with that "
+          "value.")
     train_iter.set_state(data_state["iterator"])
     seconds_before = data_state["train_seconds"]
+
+  def train_seconds():  # Wall time over every launch of this run, up to now.
+    return seconds_before + time.time() - loop_start
+
   start_step = int(state.step)
 
   writer = metrics_lib.MetricWriter(workdir)
@@ -339,9 +345,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    for active in (True, False) for dense in (True, False)}
   p_eval_steps = {True: make_eval_step(fast_model, mesh, beta_fn),
                   False: make_eval_step(fast_model, mesh)}
-
-  def hypernet_active(step_count):
-    return beta_fn is not None and step_count < relu_from
 
   pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
   eval_metrics = {}
@@ -393,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if save:
         checkpointer.save(step, state, {"iterator": train_iter.get_state(),
                                         "num_workers": config.dataset.num_workers,
-                                        "train_seconds": seconds_before + time.time() - loop_start})
+                                        "train_seconds": train_seconds()})
       if stopping:
         break
   finally:
@@ -407,6 +410,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     raise preemption.Stopped(step, workdir)
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump({"step": total_steps, "train_seconds": seconds_before + time.time() - loop_start,
-                 **eval_metrics}, f, indent=2)
+      json.dump({"step": total_steps, "train_seconds": train_seconds(), **eval_metrics}, f,
+                indent=2)
   return state

@@ -18,8 +18,8 @@ from east_jax.errors import UserInputError
 from east_jax.models import conv as conv_lib
 from east_jax.models import layers
 
-STEM_KERNEL = "stem_conv/kernel"        # The first convolution's kernel leaf.
-CLASSIFIER_KERNEL = "classifier/kernel"  # The output layer's kernel leaf.
+STEM, CLASSIFIER = "stem_conv", "classifier"  # Module names of the first and output layers.
+STEM_KERNEL, CLASSIFIER_KERNEL = f"{STEM}/kernel", f"{CLASSIFIER}/kernel"
 
 ModuleDef = Any
 
@@ -169,7 +169,7 @@ class ResNet(nn.Module):
     if first:
       x = x.transpose(3, 0, 1, 2)
     kernel, stride = ((3, 3), 1) if self.stem == "cifar" else ((7, 7), 2)
-    x = conv(self.width, kernel, stride, name=STEM_KERNEL.split("/")[0],
+    x = conv(self.width, kernel, stride, name=STEM,
              capacity=capacity.get("stem_conv/kernel", 0))(x)
     x = norm(name="stem_bn")(x)
     x = act(name="stem_act")(x, beta)
@@ -201,7 +201,7 @@ class ResNet(nn.Module):
           source = block
     x = jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
     x = layers.Dense(self.num_classes, capacity=capacity.get("classifier/kernel", 0),
-                     dtype=self.dtype, name=CLASSIFIER_KERNEL.split("/")[0])(x)
+                     dtype=self.dtype, name=CLASSIFIER)(x)
     return x.astype(jnp.float32)
 
 

@@ -75,14 +75,13 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
   rule = METHODS[sparsity_config.method]
   if rule is None:
     return None
-  named = {"keep_stem_dense": stem, "keep_classifier_dense": classifier,
-           "connect_all_classes": classifier}
-  for field, name in named.items():
+  layers = (("keep_stem_dense", "stem", stem), ("keep_classifier_dense", "classifier", classifier),
+            ("connect_all_classes", "classifier", classifier))
+  for field, role, name in layers:
     if sparsity_config[field] and not name:
-      raise UserInputError(f"config.sparsity.{field} needs the model's "
-                           f"{'stem' if field == 'keep_stem_dense' else 'classifier'} kernel "
-                           "name (create_spec(stem=..., classifier=...)).")
-  keep_dense = tuple(name for field, name in list(named.items())[:2] if sparsity_config[field])
+      raise UserInputError(f"config.sparsity.{field} needs the model's {role} kernel name "
+                           f"(create_spec({role}=...)).")
+  keep_dense = tuple(name for field, _, name in layers[:2] if sparsity_config[field])
   return SparsitySpec(
       update_rule=rule, density=1.0 - sparsity_config.sparsity, total_steps=total_steps,
       distribution=sparsity_config.distribution, prunable=prunable, keep_dense=keep_dense,
