@@ -33,7 +33,7 @@ def main():
   for level in (None, 0):
     start = time.time()
     init.lower(key).compile({} if level is None else {"xla_backend_optimization_level": level})
-    print(f"init, level {level or 'default'}: compile {time.time() - start:.1f} s", flush=True)
+    print(f"init, level {'default' if level is None else level}: compile {time.time() - start:.1f} s", flush=True)
 
   mesh = parallel.create_mesh()
   state = train.create_train_state(key, run.model, run.tx, ds.image_shape, mesh)
@@ -52,7 +52,7 @@ def main():
     for _ in range(10):
       s, metrics = compiled(s, batch)
     jax.block_until_ready(s)
-    print(f"train step, level {level if level is not None else 'default'}: compile "
+    print(f"train step, level {'default' if level is None else level}: compile "
           f"{seconds:.1f} s, step {(time.time() - start) * 100:.0f} ms, loss {loss:.7f}",
           flush=True)
 
