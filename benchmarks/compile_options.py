@@ -33,7 +33,8 @@ def main():
   for level in (None, 0):
     start = time.time()
     init.lower(key).compile({} if level is None else {"xla_backend_optimization_level": level})
-    print(f"init, level {'default' if level is None else level}: compile {time.time() - start:.1f} s", flush=True)
+    print(f"init, level {'default' if level is None else level}: compile "
+          f"{time.time() - start:.1f} s", flush=True)
 
   mesh = parallel.create_mesh()
   state = train.create_train_state(key, run.model, run.tx, ds.image_shape, mesh)
