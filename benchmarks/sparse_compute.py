@@ -17,6 +17,7 @@ phase-out). Peak memory is XLA's buffer assignment of the compiled step (argumen
 temporaries, donated state counted once). Inference rows: the eval forward pass.
 """
 
+import resource
 import time
 
 from absl import app
@@ -95,7 +96,8 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
   state = train.create_train_state(jax.random.key(0), model, tx, (side, side, 3), mesh)
   data = timing.synthetic_batch(mesh, batch, (side, side, 3), num_classes)
   fast = train.sparse_compute_model(model, spec, state.params, mode)
-  beta_fn = plan.beta_fn
+  # After the phase-out train.py runs the programs without the hyper-networks (beta None).
+  beta_fn = None if method == "east-relu" else plan.beta_fn
   programs = {"step": (fast, ORDINARY_STEP)}
   if with_update:
     programs["update"] = (model, UPDATE_STEP)
@@ -182,6 +184,11 @@ def train_table():
               f"{'-' if sparsity == '0' else sparsity} | {path} | {seconds:.3f} | "
               f"{batch / seconds:.1f} | {ratio('dense')} | {ratio('floor')} | "
               f"{_peak_mb(compiled):.0f} | {infer} |", flush=True)
+  print(f"process peak resident memory: {_peak_rss_mb():.0f} MB")
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
 
 
 def layers_table():

@@ -9,3 +9,7 @@ import os as _os
 _FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 if _FLAG not in _os.environ.get("XLA_FLAGS", ""):
   _os.environ["XLA_FLAGS"] = f"{_os.environ.get('XLA_FLAGS', '')} {_FLAG}=false".strip()
+
+from east_jax import host_memory as _host_memory
+
+_host_memory.keep_freed_memory()
