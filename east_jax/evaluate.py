@@ -28,7 +28,7 @@ def evaluate(workdir: str, split: str = "test", step: int | None = None) -> tupl
   step = int(state.step)
   active = run.plan.hypernet_active(step)
   model = train.sparse_compute_model(run.model, run.spec, state.params,
-                                     config.model.sparse_compute)
+                                     config.model.sparse_compute, from_step=step)
   p_eval_step = train.make_eval_step(model, mesh, run.plan.beta_fn if active else None)
   metrics = {"step": step}
   report = train.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)

@@ -96,12 +96,12 @@ def _variables(model, state, params) -> dict:
   return variables
 
 
-def sparse_compute_model(model, spec, params, mode: str):
+def sparse_compute_model(model, spec, params, mode: str, from_step: int = 0):
   """`model` with the layers that `mode` (config.model.sparse_compute) selects computed
-  over their kept weights only, in as many slots as they ever keep."""
+  over their kept weights only, in as many slots as they keep at steps >= `from_step`."""
   if spec is None:
     return model
-  capacity = sparse_transform.kept_capacity(spec, params)
+  capacity = sparse_transform.kept_capacity(spec, params, from_step)
   sizes = {n: x.size for n, x in masks_lib.layers(params, capacity).items()}
   selected = sparse_conv.select(capacity, sizes, mode, jax.default_backend())
   return model.clone(sparse_capacity=selected, layout="CNHW" if selected else model.layout)
@@ -298,10 +298,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   beta_fn, hypernet_active = run.plan.beta_fn, run.plan.hypernet_active
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
-  fast_model = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
+  # Over the kept weights: while cycles run, in slots for their peak counts; after their
+  # last update (`settled`), in slots for the final counts.
+  settled = sparse_transform.settled_step(spec)
+  fast_models = {False: sparse_compute_model(model, spec, state.params,
+                                             config.model.sparse_compute)}
+  fast_models[True] = (fast_models[False] if settled is None else sparse_compute_model(
+      model, spec, state.params, config.model.sparse_compute, from_step=settled))
+  is_settled = lambda step: settled is None or step >= settled  # noqa: E731
   # Steps whose mask update reads gradients at pruned positions run the dense layers.
-  dense_steps = (sparse_transform.dense_gradient_steps(spec) if fast_model.sparse_capacity
-                 else frozenset())
+  dense_steps = (sparse_transform.dense_gradient_steps(spec)
+                 if any(m.sparse_capacity for m in fast_models.values()) else frozenset())
   sparsity_report = sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
 
@@ -335,16 +342,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       f.write(config.to_json_best_effort(indent=2))
   if sparsity_report and is_chief:
     print(sparsity_report(state, table=True))
-    print(f"sparse compute ({config.model.sparse_compute}): "
-          f"{len(fast_model.sparse_capacity)} layers over their kept weights only")
+    counts = [len(fast_models[k].sparse_capacity) for k in (False, True)]
+    print(f"sparse compute ({config.model.sparse_compute}): {counts[0]} layers over their "
+          "kept weights only" + (f", {counts[1]} after the cycles (step {settled})"
+                                 if settled is not None else ""))
   # With DyReLU: programs with the hyper-networks while beta > 0, plain ReLU ones after;
-  # with sparse compute: dense-layer programs for the steps that need dense gradients
-  # (jit compiles each on first use).
-  p_train_steps = {(active, dense): make_train_step(model if dense else fast_model, tx, mesh,
-                                                    beta_fn if active else None)
-                   for active in (True, False) for dense in (True, False)}
-  p_eval_steps = {True: make_eval_step(fast_model, mesh, beta_fn),
-                  False: make_eval_step(fast_model, mesh)}
+  # with sparse compute: dense-layer programs for the steps that need dense gradients,
+  # and the cycles' programs until `settled` (jit compiles each on first use).
+  p_train_steps = {(active, dense, done): make_train_step(
+      model if dense else fast_models[done], tx, mesh, beta_fn if active else None)
+      for active in (True, False) for dense in (True, False) for done in (True, False)}
+  p_eval_steps = {(active, done): make_eval_step(fast_models[done], mesh,
+                                                 beta_fn if active else None)
+                  for active in (True, False) for done in (True, False)}
 
   pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
   eval_metrics = {}
@@ -359,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      program = (hypernet_active(step - 1), step - 1 in dense_steps)
+      program = (hypernet_active(step - 1), step - 1 in dense_steps, is_settled(step - 1))
       state, step_metrics = p_train_steps[program](state, batch)
       pending.append(step_metrics)
       progress.update()
@@ -388,7 +398,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         active = hypernet_active(step)
         eval_metrics = sparsity_report(state, active) if sparsity_report else {}
         for split in config.eval_splits:
-          eval_metrics.update(evaluate(p_eval_steps[active], state, ds, split, config, mesh))
+          eval_metrics.update(evaluate(p_eval_steps[active, is_settled(step)], state, ds,
+                                       split, config, mesh))
         writer.write(step, eval_metrics)
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))

@@ -125,18 +125,24 @@ def cycle_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], np.ndarray
   return steps, _count_table(spec, shapes, [spec.cycles.density(s, spec.density) for s in steps])
 
 
-def kept_capacity(spec: SparsitySpec, params) -> dict[str, int]:
-  """Every prunable layer's largest kept count over training: the static number of slots
-  a computation over the kept weights needs (cycles peak above the target; GMP starts
-  dense)."""
+def kept_capacity(spec: SparsitySpec, params, from_step: int = 0) -> dict[str, int]:
+  """Every prunable layer's largest kept count at train steps >= `from_step`: the static
+  number of slots a computation over the kept weights needs there (the cycles peak above
+  the target until their last update, at `cycles.end_step`; GMP starts dense)."""
   shapes = prunable_shapes(spec, params)
   if spec.update_rule == "gmp":
     return {n: math.prod(s) for n, s in shapes.items()}
   counts = target_counts(spec, shapes)
-  if spec.cycles is not None:
+  if spec.cycles is not None and from_step <= spec.cycles.end_step:
     peaks = cycle_count_table(spec, shapes)[1].max(axis=0, initial=0)
     counts = {n: max(c, int(p)) for (n, c), p in zip(counts.items(), peaks)}
   return counts
+
+
+def settled_step(spec: SparsitySpec | None) -> int | None:
+  """The first train step whose masks keep their final counts for good (the step after
+  the cycles' last update), or None when that holds from the start (no cycles)."""
+  return None if spec is None or spec.cycles is None else spec.cycles.end_step + 1
 
 
 def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:

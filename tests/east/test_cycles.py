@@ -62,10 +62,19 @@ def test_masks_follow_the_cycle_exactly_then_rigl_keeps_the_count(rule):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
+  # The slots sparse compute gets: cycle peaks until the cycles' last update, then the
+  # final counts exactly.
+  settled = transform.settled_step(spec)
+  assert settled == cycles.end_step + 1
+  during, after = (transform.kept_capacity(spec, params, k) for k in (0, settled))
+  assert after == transform.target_counts(spec, shapes)
+  assert all(during[n] >= after[n] for n in after) and during != after
   totals, rigl_steps = [], []
   for s in range(60):
     params, state = step(params, state, jax.random.key(s + 1))
-    counts = masks_lib.kept_counts(state.masks, shapes)
+    counts = masks_lib.kept_counts(state.masks, shapes)  # The masks steps >= s + 1 train.
+    capacity = after if s + 1 >= settled else during
+    assert all(counts[n] <= capacity[n] for n in counts), s
     is_update = bool(transform.is_update_step(spec, s))
     if s in cycles.update_steps():
       assert is_update
