@@ -37,9 +37,10 @@ SPARSE_COMPUTE = ("auto", "on", "off")
 # 16x16, above 3% for 32x32x64. Other backends keep their dense convolutions under
 # "auto" (not measured yet).
 CPU_MAX_DENSITY = 0.005
-# Largest planes buffer of one chunk of taps (4 MiB in float32): ResNet-34 RigL 99.9%, batch
-# 128, step 1.52 s and peak 1508 MB at 16 MiB, 0.98-1.22 s and 1411 MB at 4 MiB (2026-12-01).
-_CHUNK_ELEMENTS = 1 << 20
+# Largest planes buffer of one chunk of taps (16 MiB in float32). 4 MiB lowered the peak
+# at 99.9% (ResNet-34 RigL, batch 128: 1508 -> 1411 MB) but raised it at 99.99% (1014 ->
+# 1207 MB) and slowed batch-128 inference there 2-3x (benchmarks/RESULTS.md, 2026-12-01).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
