@@ -12,6 +12,7 @@ checkpoint, and several processes can share one workdir: each claims the run it 
 """
 
 import argparse
+import contextlib
 import itertools
 import os
 import socket
@@ -51,11 +52,15 @@ def build_config(config_file: str, arg: str, overrides: dict):
   return set_fields(cli.load_python_file(config_file).get_config(arg), overrides)
 
 
+def _me() -> str:
+  return f"{socket.gethostname()} {os.getpid()}"
+
+
 def _claim(path: str) -> bool:
   """Claims the run folder for this process; False when a live process holds it."""
   os.makedirs(path, exist_ok=True)
   claim = os.path.join(path, CLAIM)
-  me = f"{socket.gethostname()} {os.getpid()}"
+  me = _me()
   try:
     with open(claim, "x") as f:
       f.write(me)
@@ -67,6 +72,15 @@ def _claim(path: str) -> bool:
         f.write(me)
       return True
     return False
+
+
+def _release(path: str):
+  """Removes this process's claim on the run folder; another process's claim stays."""
+  with contextlib.suppress(FileNotFoundError):
+    with open(os.path.join(path, CLAIM)) as f:
+      mine = f.read() == _me()
+    if mine:
+      _release(path)
 
 
 def _alive(pid: int) -> bool:
@@ -108,7 +122,7 @@ def run_study(study_file: str, workdir: str, dry_run: bool = False) -> list[str]
       print(f"{tag} {e}", flush=True)
       raise SystemExit(preemption.EXIT_CODE) from None
     finally:
-      os.remove(os.path.join(path, CLAIM))
+      _release(path)
     print(f"{tag} finished {arg} in {time.time() - start:.0f} s", flush=True)
   if failed:
     raise UserInputError(f"{len(failed)} run(s) failed: {'; '.join(failed)}")

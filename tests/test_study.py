@@ -52,6 +52,21 @@ def finished_study(data_dir, tmp_path_factory):
   return str(study_file), workdir, paths
 
 
+def test_a_run_releases_only_its_own_claim(tmp_path):
+  path = str(tmp_path / "run")
+  assert study._claim(path) and not study._claim(path)  # Held by a live process: this one.
+  claim = os.path.join(path, study.CLAIM)
+  with open(claim, "w") as f:  # Taken over meanwhile (its folder was freed by hand).
+    f.write(f"{socket.gethostname()} 999999999")
+  study._release(path)
+  assert os.path.exists(claim)
+  os.remove(claim)
+  study._release(path)  # Gone already: nothing to do.
+  assert study._claim(path)
+  study._release(path)
+  assert not os.path.exists(claim)
+
+
 def test_grid_is_seed_major_and_names_are_folders():
   assert study.grid(["east", "rigl"], [0.9, 0.99], seeds=2, extra="east.num_cycles=0")[:5] == [
       "method=east,sparsity=0.9,seed=0,east.num_cycles=0",
