@@ -80,7 +80,7 @@ def _release(path: str):
     with open(os.path.join(path, CLAIM)) as f:
       mine = f.read() == _me()
     if mine:
-      _release(path)
+      os.remove(os.path.join(path, CLAIM))
 
 
 def _alive(pid: int) -> bool:
