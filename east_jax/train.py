@@ -301,12 +301,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Over the kept weights: while cycles run, in slots for their peak counts; after their
   # last update (`settled`), in slots for the final counts.
   settled = sparse_transform.settled_step(spec)
-  fast_models = {done: sparse_compute_model(model, spec, state.params,
-                                            config.model.sparse_compute,
-                                            from_step=settled if done and settled else 0)
-                 for done in (False, True)}
-  if fast_models[True] == fast_models[False]:  # Same programs throughout (no cycles, "off").
+  cycling = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
+  after = cycling if settled is None else sparse_compute_model(
+      model, spec, state.params, config.model.sparse_compute, from_step=settled)
+  if after == cycling:  # Same programs throughout (no cycles, or "off").
     settled = None
+  fast_models = {False: cycling, True: after}
   is_settled = lambda step: settled is None or step >= settled  # noqa: E731
   # Steps whose mask update reads gradients at pruned positions run the dense layers.
   dense_steps = (sparse_transform.dense_gradient_steps(spec)

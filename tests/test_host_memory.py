@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
+from east_jax import host_memory
+
 PROBE = "from east_jax import host_memory; print(host_memory.keep_freed_memory())"
 
 
 def _probe(**env):
-  clean = {k: v for k, v in os.environ.items()
-           if not (k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")}
+  clean = {k: v for k, v in os.environ.items() if not host_memory.is_malloc_setting(k)}
   out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, check=True,
                        capture_output=True, text=True)
   return out.stdout.strip()

@@ -170,7 +170,7 @@ class ResNet(nn.Module):
       x = x.transpose(3, 0, 1, 2)
     kernel, stride = ((3, 3), 1) if self.stem == "cifar" else ((7, 7), 2)
     x = conv(self.width, kernel, stride, name=STEM,
-             capacity=capacity.get("stem_conv/kernel", 0))(x)
+             capacity=capacity.get(STEM_KERNEL, 0))(x)
     x = norm(name="stem_bn")(x)
     x = act(name="stem_act")(x, beta)
     if self.stem == "imagenet":
@@ -200,7 +200,7 @@ class ResNet(nn.Module):
         if self.share_ratio and j == self.share_ratio - 1:
           source = block
     x = jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
-    x = layers.Dense(self.num_classes, capacity=capacity.get("classifier/kernel", 0),
+    x = layers.Dense(self.num_classes, capacity=capacity.get(CLASSIFIER_KERNEL, 0),
                      dtype=self.dtype, name=CLASSIFIER)(x)
     return x.astype(jnp.float32)
 
