@@ -10,13 +10,15 @@ Rows, all on the real jitted train step (`train.make_train_step`) with synthetic
                    params): what BatchNorm, activations, pooling and the optimizer cost alone
   <m> masked       today's path: dense convolutions over masked weights (sparse_compute=off)
   <m> sparse       convolutions over kept weights only (sparse_compute=on), ordinary step
-  <m> update       a mask-update step of the sparse run: RigL/EAST need the dense gradient,
-                   so it is the dense-layer program with the update (what train.py runs)
+  <m> update       a mask-update step of the sparse run: RigL/EAST need the kernel gradient
+                   at every position, so its layers add it (dense_kernel_grad), forward and
+                   input gradient staying sparse (what train.py runs)
 for m in rigl, east (DyReLU phase: beta = 1, hyper-networks on) and east-relu (after the
 phase-out). Peak memory is XLA's buffer assignment of the compiled step (arguments +
 temporaries, donated state counted once). Inference rows: the eval forward pass.
 """
 
+import contextlib
 import resource
 import time
 
@@ -43,6 +45,8 @@ flags.DEFINE_list("masked_at", ["0.999"], "sparsities at which the masked path i
                   "(its cost does not depend on the sparsity)")
 flags.DEFINE_list("update_at", ["0.999", "0.9999"], "sparsities at which mask-update steps "
                   "are timed (the dense-layer program: its cost barely depends on the sparsity)")
+flags.DEFINE_list("kernels", ["native"], "sparse rows with the native CPU kernels and / or "
+                  "XLA's gather / scatter path (native,xla: side by side)")
 flags.DEFINE_integer("steps", 3, "timed steps per row (median)")
 flags.DEFINE_bool("inference", True, "also time the eval forward pass at batch 1 and 128")
 flags.DEFINE_bool("layers", False, "only the per-layer crossover table")
@@ -100,7 +104,7 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
   beta_fn = None if method == "east-relu" else plan.beta_fn
   programs = {"step": (fast, ORDINARY_STEP)}
   if with_update:
-    programs["update"] = (model, UPDATE_STEP)
+    programs["update"] = (fast.clone(dense_kernel_grad=True), UPDATE_STEP)
   out = {}
   for kind, (m, at) in programs.items():
     at_state = _at_step(state, at)
@@ -162,22 +166,26 @@ def train_table():
       for sparsity in FLAGS.sparsities:
         if sparsity in FLAGS.masked_at:
           rows.append((method, sparsity, "off"))
-        rows.append((method, sparsity, "on"))
+        rows.extend((method, sparsity, kernel) for kernel in FLAGS.kernels)
     reference = {}
     for method, sparsity, mode in rows:
-      programs, extra = _step_programs(
-          model_name, stem, batch, method, sparsity, mode,
-          with_update=mode == "on" and sparsity in FLAGS.update_at and method != "east-relu")
+      with sparse_conv.xla_only() if mode == "xla" else contextlib.nullcontext():
+        programs, extra = _step_programs(
+            model_name, stem, batch, method, sparsity, "off" if mode == "off" else "on",
+            with_update=(mode == FLAGS.kernels[0] and sparsity in FLAGS.update_at
+                         and method != "east-relu"))
       for kind, (compiled, state, data) in programs.items():
         at = UPDATE_STEP if kind == "update" else ORDINARY_STEP
         seconds = _time(compiled, state, data, at)
         if method in ("dense", "floor"):
           reference[method] = seconds
-        path = {"off": "masked", "on": "sparse"}[mode] if kind == "step" else "update"
+        path = {"off": "masked", "native": "sparse", "xla": "sparse (xla)"}[mode]
+        path = path if kind == "step" else "update"
         path = method if method in ("dense", "floor") else path
         infer = ""
         if FLAGS.inference and kind == "step" and method in ("dense", "rigl"):
-          speeds = _inference(*extra)
+          with sparse_conv.xla_only() if mode == "xla" else contextlib.nullcontext():
+            speeds = _inference(*extra)
           infer = f"{speeds[1]:.1f} / {speeds[128]:.1f}"
         ratio = lambda r: f"{reference[r] / seconds:.2f}" if r in reference else "-"  # noqa: E731
         print(f"| {model_name} {stem} | {batch} | {method} | "

@@ -308,9 +308,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     settled = None
   fast_models = {False: cycling, True: after}
   is_settled = lambda step: settled is None or step >= settled  # noqa: E731
-  # Steps whose mask update reads gradients at pruned positions run the dense layers.
+  # Steps whose mask update reads gradients at pruned positions (RigL's growth) run the
+  # same layers with kernel gradients at every position.
   dense_steps = (sparse_transform.dense_gradient_steps(spec)
                  if any(m.sparse_capacity for m in fast_models.values()) else frozenset())
+  update_models = {k: m.clone(dense_kernel_grad=True) for k, m in fast_models.items()}
   sparsity_report = sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
 
@@ -349,10 +351,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           "kept weights only" + (f", {counts[1]} after the cycles (step {settled})"
                                  if settled is not None else ""))
   # With DyReLU: programs with the hyper-networks while beta > 0, plain ReLU ones after;
-  # with sparse compute: dense-layer programs for the steps that need dense gradients,
-  # and the cycles' programs until `settled` (jit compiles each on first use).
+  # with sparse compute: programs with dense kernel gradients for the steps that need
+  # them, and the cycles' programs until `settled` (jit compiles each on first use).
   p_train_steps = {(active, dense, done): make_train_step(
-      model if dense else fast_models[done], tx, mesh, beta_fn if active else None)
+      (update_models if dense else fast_models)[done], tx, mesh, beta_fn if active else None)
       for active in (True, False) for dense in (True, False) for done in (True, False)}
   p_eval_steps = {(active, done): make_eval_step(fast_models[done], mesh,
                                                  beta_fn if active else None)

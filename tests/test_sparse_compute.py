@@ -25,16 +25,19 @@ def _random_masks(params, density, seed=0):
   return masks_lib.build(params, layer_masks), {n: int(m.sum()) for n, m in layer_masks.items()}
 
 
-@pytest.mark.parametrize("name,stem,share,dtype,dense_layers", [
-    ("resnet18", "cifar", 2, "float32", ()),     # 3x3 s1/s2, 1x1 s2 shortcuts, sharing
-    ("resnet50", "imagenet", 2, "float32", ()),  # 7x7 s2 stem, 1x1 bottlenecks, sharing
-    ("resnet18", "cifar", 2, "bfloat16", ()),
+@pytest.mark.parametrize("name,stem,share,dtype,dense_layers,dense_kernel_grad", [
+    ("resnet18", "cifar", 2, "float32", (), False),  # 3x3 s1/s2, 1x1 s2 shortcuts, sharing
+    ("resnet50", "imagenet", 2, "float32", (), False),  # 7x7 s2 stem, 1x1 bottlenecks
+    ("resnet18", "cifar", 2, "bfloat16", (), False),
     # As "auto" may choose: some layers dense inside the channel-first network.
     ("resnet18", "cifar", 2, "float32", ("stem_conv/kernel", "stage1_block1/conv2/kernel",
-                                         "classifier/kernel")),
+                                         "classifier/kernel"), False),
+    # Mask-update steps: the kernel gradient at every position.
+    ("resnet18", "cifar", 2, "float32", (), True),
+    ("resnet50", "imagenet", 2, "float32", (), True),
 ])
 def test_resnet_loss_and_kept_gradients_equal_the_masked_model(name, stem, share, dtype,
-                                                               dense_layers):
+                                                               dense_layers, dense_kernel_grad):
   size = 32 if stem == "imagenet" else 8
   dense = create_model(name, num_classes=5, width=4, stem=stem, stage_sizes=(3, 3),
                        share_ratio=share, dtype=jnp.dtype(dtype))
@@ -43,7 +46,8 @@ def test_resnet_loss_and_kept_gradients_equal_the_masked_model(name, stem, share
   masks, counts = _random_masks(variables["params"], 0.2)
   params = masks_lib.apply(variables["params"], masks)
   sparse = dense.clone(sparse_capacity=tuple((n, c + 2) for n, c in counts.items()
-                                             if n not in dense_layers), layout="CNHW")
+                                             if n not in dense_layers), layout="CNHW",
+                       dense_kernel_grad=dense_kernel_grad)
   labels = jnp.arange(4) % 5
 
   def loss_fn(model, extra):
@@ -54,8 +58,9 @@ def test_resnet_loss_and_kept_gradients_equal_the_masked_model(name, stem, share
 
   want_loss, want = loss_fn(dense, {})(params)
   got_loss, got = loss_fn(sparse, {layers.MASKS: masks})(params)
-  # Sparse layers have their gradient at kept positions only, dense ones everywhere.
-  kept = masks_lib.apply(want, masks_lib.replace_layers(
+  # Sparse layers have their gradient at kept positions only (unless dense_kernel_grad),
+  # dense ones everywhere.
+  kept = want if dense_kernel_grad else masks_lib.apply(want, masks_lib.replace_layers(
       masks, {n: jnp.ones((), bool) for n in dense_layers}))
   if dtype == "float32":
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)

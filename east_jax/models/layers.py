@@ -5,7 +5,8 @@ it reads its mask from the `masks` variable collection (the sparsity engine's ma
 passed to `apply` as `{"masks": masks}`) and computes over the kept weights only
 (`sparse_conv`), in at most `capacity` slots; with `capacity` 0 it runs the dense
 convolution or matmul. Both give the same outputs and the same kernel gradient at kept
-positions; only the dense one has the gradient at pruned positions (RigL's growth).
+positions; the gradient at pruned positions (RigL's growth) comes from the dense layer,
+or from a sparse one with `dense_kernel_grad` (forward and input gradient stay sparse).
 Convolutions take activations in the model's `layout`: NHWC, or CNHW (channel first),
 the layout in which the sparse computation needs no transposes.
 """
@@ -34,14 +35,15 @@ def _padding(kernel_shape):
 
 
 def _conv(x, kernel, mask, strides, *, capacity, dtype, layout, conv_general_dilated,
-          scale=None):
+          dense_kernel_grad, scale=None):
   x = x.astype(dtype)
   strides = (strides, strides)
   if capacity:
     if layout != "CNHW":
       raise ValueError("Convolutions over kept weights need the CNHW layout.")
     return sparse_conv.conv(x, kernel.astype(dtype), mask, capacity, strides,
-                            _padding(kernel.shape), scale=scale)
+                            _padding(kernel.shape), scale=scale,
+                            dense_kernel_grad=dense_kernel_grad)
   if scale is not None:
     kernel = scale * kernel
   def dense(x):
@@ -63,6 +65,7 @@ class Conv(nn.Module):
   dtype: Any = jnp.float32
   layout: str = "NHWC"
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
+  dense_kernel_grad: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -71,7 +74,8 @@ class Conv(nn.Module):
                         jnp.float32)
     mask = self.get_variable(MASKS, "kernel") if self.capacity else None
     return _conv(x, kernel, mask, self.strides, capacity=self.capacity, dtype=self.dtype,
-                 layout=self.layout, conv_general_dilated=self.conv_general_dilated)
+                 layout=self.layout, conv_general_dilated=self.conv_general_dilated,
+                 dense_kernel_grad=self.dense_kernel_grad)
 
 
 class SharedConv(nn.Module):
@@ -83,13 +87,14 @@ class SharedConv(nn.Module):
   dtype: Any = jnp.float32
   layout: str = "NHWC"
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
+  dense_kernel_grad: bool = False
 
   @nn.compact
   def __call__(self, x, kernel, mask=None):
     scale = self.param("scale", nn.initializers.uniform(1.0), ())
     return _conv(x, kernel, mask, self.strides, capacity=self.capacity, dtype=self.dtype,
                  layout=self.layout, conv_general_dilated=self.conv_general_dilated,
-                 scale=scale.astype(self.dtype))
+                 dense_kernel_grad=self.dense_kernel_grad, scale=scale.astype(self.dtype))
 
 
 class Dense(nn.Module):
@@ -98,6 +103,7 @@ class Dense(nn.Module):
   features: int
   capacity: int = 0
   dtype: Any = jnp.float32
+  dense_kernel_grad: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -108,5 +114,6 @@ class Dense(nn.Module):
       return x @ kernel.astype(self.dtype)
     mask = self.get_variable(MASKS, "kernel")
     y = sparse_conv.conv(x.T[:, :, None, None], kernel.astype(self.dtype)[None, None],
-                         mask[None, None], self.capacity, (1, 1), ((0, 0), (0, 0)))
+                         mask[None, None], self.capacity, (1, 1), ((0, 0), (0, 0)),
+                         dense_kernel_grad=self.dense_kernel_grad)
     return y[:, :, 0, 0].T

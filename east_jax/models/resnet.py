@@ -46,6 +46,7 @@ class _Block(nn.Module):
   conv_general_dilated: Callable = jax.lax.conv_general_dilated
   capacity: Any = None  # {conv name: kept-weight slots} of the convs computed sparsely
   layout: str = "NHWC"
+  dense_kernel_grad: bool = False  # for the sparse convs (layers.py)
 
   def _capacity(self, name):
     return (self.capacity or {}).get(name, 0)
@@ -55,7 +56,7 @@ class _Block(nn.Module):
       return self.conv(features, kernel_size, strides, name=name, capacity=self._capacity(name))
     conv = layers.SharedConv(strides, capacity=self._capacity(name), dtype=self.dtype,
                              layout=self.layout, conv_general_dilated=self.conv_general_dilated,
-                             name=name)
+                             dense_kernel_grad=self.dense_kernel_grad, name=name)
     kernel, mask = shared[name]
     return lambda x: conv(x, kernel, mask)
 
@@ -126,6 +127,9 @@ class ResNet(nn.Module):
     layout: activations inside the network, "NHWC" or "CNHW" (channel first, what the
       computation over kept weights needs); inputs and logits are NHWC / (N, classes)
       either way, and the params are the same.
+    dense_kernel_grad: the layers in sparse_capacity also give the kernel gradient at
+      pruned positions (mask-update steps of RigL); forward and input gradients stay
+      over the kept weights.
   """
 
   stage_sizes: Sequence[int]
@@ -141,6 +145,7 @@ class ResNet(nn.Module):
   kernel_grad: str = "auto"
   sparse_capacity: tuple = ()
   layout: str = "NHWC"
+  dense_kernel_grad: bool = False
 
   def shared_convs(self) -> dict[str, str]:
     """{path of each conv that reuses a kernel: the kernel leaf it reuses}."""
@@ -159,7 +164,8 @@ class ResNet(nn.Module):
                else jax.lax.conv_general_dilated)
     first = self.layout == "CNHW"
     conv = self.conv or functools.partial(layers.Conv, dtype=self.dtype, layout=self.layout,
-                                          conv_general_dilated=conv_fn)
+                                          conv_general_dilated=conv_fn,
+                                          dense_kernel_grad=self.dense_kernel_grad)
     act = functools.partial(self.act, layout=self.layout) if first else self.act
     capacity = dict(self.sparse_capacity)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
@@ -195,13 +201,15 @@ class ResNet(nn.Module):
           block_capacity["shortcut_conv"] = capacity[f"{name}/shortcut_conv/kernel"]
         block = self.block_cls(self.width * 2**i, strides, conv=conv, norm=norm, act=act,
                                dtype=self.dtype, conv_general_dilated=conv_fn,
-                               capacity=block_capacity, layout=self.layout, name=name)
+                               capacity=block_capacity, layout=self.layout,
+                               dense_kernel_grad=self.dense_kernel_grad, name=name)
         x = block(x, beta, shared)
         if self.share_ratio and j == self.share_ratio - 1:
           source = block
     x = jnp.mean(x, axis=(2, 3)).T if first else jnp.mean(x, axis=(1, 2))
     x = layers.Dense(self.num_classes, capacity=capacity.get(CLASSIFIER_KERNEL, 0),
-                     dtype=self.dtype, name=CLASSIFIER)(x)
+                     dtype=self.dtype, dense_kernel_grad=self.dense_kernel_grad,
+                     name=CLASSIFIER)(x)
     return x.astype(jnp.float32)
 
 

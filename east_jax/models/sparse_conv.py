@@ -16,18 +16,28 @@ in which every window is a plain slice. The kept positions come from the mask in
 jitted step as a static-size index list (`kept_taps`), so changing masks never
 recompiles; unused slots carry weight 0.
 
-The kernel gradient exists only at kept positions: a train step that needs the dense
-gradient (RigL's growth) must use the dense convolution (train.py compiles that step
-separately).
+On the CPU the three run as native kernels (east_jax/kernels: one pass over each
+image's planes while every kept weight visits them, about 10x faster than XLA's
+gather / scatter at ResNet-34's 32x32 stage); elsewhere, or without a C++ compiler, as
+XLA gathers and scatter-adds over chunks of taps.
+
+By default the kernel gradient exists only at kept positions. A step that needs it at
+every position (RigL's growth, on mask-update steps) asks for `dense_kernel_grad`: the
+forward pass and the input gradient stay over the kept weights, and the kernel gradient
+is one matrix product per kernel offset, (c_in, B*H*W) x (B*H*W, c_out) in this layout,
+a third of a dense convolution's work.
 """
 
+import contextlib
 import functools
 import math
 
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
+from east_jax import kernels
 from east_jax.models.conv import same_variance
 
 SPARSE_COMPUTE = ("auto", "on", "off")
@@ -41,6 +51,23 @@ CPU_MAX_DENSITY = 0.005
 # at 99.9% (ResNet-34 RigL, batch 128: 1508 -> 1411 MB) but raised it at 99.99% (1014 ->
 # 1207 MB) and slowed batch-128 inference there 2-3x (benchmarks/RESULTS.md, 2026-12-01).
 _CHUNK_ELEMENTS = 1 << 22
+_native_allowed = True
+
+
+@contextlib.contextmanager
+def xla_only():
+  """Within this block, programs traced use XLA's gather / scatter path even on the CPU
+  (benchmarks and tests compare the two)."""
+  global _native_allowed
+  previous, _native_allowed = _native_allowed, False
+  try:
+    yield
+  finally:
+    _native_allowed = previous
+
+
+def _native() -> bool:
+  return _native_allowed and jax.default_backend() == "cpu" and kernels.available()
 
 
 def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
@@ -92,16 +119,25 @@ def kept_values(kernel, indices, valid):
   return jnp.where(valid, kernel.reshape(-1)[indices], jnp.zeros((), kernel.dtype))
 
 
-def conv(x, kernel, mask, capacity: int, strides, padding, scale=None):
+def conv(x, kernel, mask, capacity: int, strides, padding, scale=None,
+         dense_kernel_grad: bool = False):
   """CNHW (channel-first) x HWIO convolution of `x` with `kernel * mask` (times `scale`,
-  weight sharing) over the kept weights only; the kernel gradient is 0 off the mask."""
+  weight sharing) over the kept weights only. The kernel gradient is 0 off the mask, or,
+  with `dense_kernel_grad`, that of `kernel` at every position (then `kernel` must be 0
+  off the mask, as the sparsity engine keeps it)."""
   indices, valid = kept_taps(mask, capacity)
+  count = jnp.sum(valid, dtype=jnp.int32)
+  geometry = (tuple(kernel.shape), tuple(strides), tuple(tuple(p) for p in padding))
+  if dense_kernel_grad:
+    if scale is not None:
+      kernel = kernel * scale
+    x, kernel = same_variance(x, kernel.astype(x.dtype))
+    return sparse_conv_dense_grad(x, kernel, indices, count, *geometry)
   values = kept_values(kernel, indices, valid)
   if scale is not None:
     values = values * scale
   x, values = same_variance(x, values.astype(x.dtype))
-  return sparse_conv(x, values, indices, tuple(kernel.shape), tuple(strides),
-                     tuple(tuple(p) for p in padding))
+  return sparse_conv(x, values, indices, count, *geometry)
 
 
 class _Geometry:
@@ -109,8 +145,10 @@ class _Geometry:
 
   def __init__(self, x_shape, kernel_shape, strides, padding):
     self.cin, self.batch, self.height, self.width = x_shape
+    self.kernel_shape = kernel_shape
     self.kh, self.kw, _, self.cout = kernel_shape
     self.sh, self.sw = strides
+    self.padding = padding
     (self.pt, self.pb), (self.pl, self.pr) = padding
     self.ho = (self.height + self.pt + self.pb - self.kh) // self.sh + 1
     self.wo = (self.width + self.pl + self.pr - self.kw) // self.sw + 1
@@ -181,26 +219,50 @@ def _forward(xq, values, indices, g):
   return y.astype(xq.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def sparse_conv(x, values, indices, kernel_shape, strides, padding):
-  """CNHW convolution with the kernel of `kernel_shape` (HWIO) that is `values` at the
-  flat `indices` and 0 elsewhere; gradients for `x` and `values` only.
+def _native_call(target, results, g, *args):
+  """A native kernel on float32 copies of `args` (integer arguments as they are)."""
+  args = [a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a
+          for a in args]
+  geometry = {name: np.int64(value) for name, value in
+              (("kh", g.kh), ("kw", g.kw), ("sh", g.sh), ("sw", g.sw), ("pt", g.pt),
+               ("pl", g.pl))}
+  out = jax.ffi.ffi_call(target, results)(*args, **geometry)
+  # Inside shard_map the results vary over the mesh axes their arguments vary over.
+  if isinstance(out, (tuple, list)):
+    return same_variance(*out, *args)[:len(out)]
+  return same_variance(out, *args)[0]
 
-  Taps are processed in chunks (a `scan`), so that no buffer larger than about
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def sparse_conv(x, values, indices, count, kernel_shape, strides, padding):
+  """CNHW convolution with the kernel of `kernel_shape` (HWIO) that is `values` at the
+  flat `indices` and 0 elsewhere; only the first `count` slots are real. Gradients for
+  `x` and `values` only.
+
+  The XLA path processes taps in chunks (a `scan`), so that no buffer larger than about
   _CHUNK_ELEMENTS values per chunk is ever live, however many weights a layer keeps.
   """
   g = _Geometry(x.shape, kernel_shape, strides, padding)
+  if _native():
+    y = jax.ShapeDtypeStruct((g.cout, g.batch, g.ho, g.wo), jnp.float32)
+    return _native_call(kernels.FORWARD, y, g, x, values, indices, count).astype(x.dtype)
   return _forward(g.to_phases(x), values, indices, g)
 
 
-def _sparse_conv_fwd(x, values, indices, kernel_shape, strides, padding):
-  y = sparse_conv(x, values, indices, kernel_shape, strides, padding)
-  return y, (x, values, indices)
+def _sparse_conv_fwd(x, values, indices, count, kernel_shape, strides, padding):
+  y = sparse_conv(x, values, indices, count, kernel_shape, strides, padding)
+  return y, (x, values, indices, count)
 
 
 def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
-  x, values, indices = residuals
+  x, values, indices, count = residuals
   g = _Geometry(x.shape, kernel_shape, strides, padding)
+  if _native():
+    results = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
+               jax.ShapeDtypeStruct(values.shape, jnp.float32))
+    x_grad, values_grad = _native_call(kernels.BACKWARD, results, g, x, values, indices,
+                                       count, dy)
+    return x_grad.astype(x.dtype), values_grad.astype(values.dtype), None, None
   xq = g.to_phases(x)
 
   def chunk_grads(xq_grad, chunk):
@@ -216,7 +278,51 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
   zeros = same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
   xq_grad, values_grad = lax.scan(chunk_grads, zeros, _chunked_taps(g, indices, values))
   values_grad = values_grad.reshape(-1)[:len(values)].astype(values.dtype)
-  return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None
+  return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None, None
 
 
 sparse_conv.defvjp(_sparse_conv_fwd, _sparse_conv_bwd)
+
+
+# Below this many rows (kh * kw * c_in) one product over all offsets at once (im2col)
+# beats one product per offset (as in models/conv.py).
+_IM2COL_MAX_ROWS = 256
+
+
+def dense_kernel_grad(x, dy, g: _Geometry):
+  """d loss / d kernel (HWIO, float32) at every position from CNHW `x` and `dy`:
+  kernel[i, j] = sum over b, h, w of x_padded[:, b, h*sh + i, w*sw + j] (outer) dy[:, b, h, w]."""
+  xp = jnp.pad(x, ((0, 0), (0, 0), *g.padding))
+  patches = [lax.slice(xp, (0, 0, i, j), (g.cin, g.batch, i + g.sh * (g.ho - 1) + 1,
+                                          j + g.sw * (g.wo - 1) + 1), (1, 1, g.sh, g.sw))
+             for i in range(g.kh) for j in range(g.kw)]
+  product = functools.partial(jnp.einsum, "cbhw,obhw->co", preferred_element_type=jnp.float32)
+  if g.kh * g.kw * g.cin <= _IM2COL_MAX_ROWS:
+    grad = product(jnp.concatenate(patches, axis=0), dy)
+  else:
+    grad = jnp.stack([product(p, dy) for p in patches])
+  return grad.reshape(g.kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def sparse_conv_dense_grad(x, kernel, indices, count, kernel_shape, strides, padding):
+  """`sparse_conv` with the kernel's values at the first `count` of the flat `indices`,
+  whose kernel gradient is `dense_kernel_grad` (every position)."""
+  values = kept_values(kernel, indices, jnp.arange(len(indices)) < count)
+  return sparse_conv(x, values, indices, count, kernel_shape, strides, padding)
+
+
+def _dense_grad_fwd(x, kernel, indices, count, kernel_shape, strides, padding):
+  values = kept_values(kernel, indices, jnp.arange(len(indices)) < count)
+  y = sparse_conv(x, values, indices, count, kernel_shape, strides, padding)
+  return y, (x, values, indices, count)
+
+
+def _dense_grad_bwd(kernel_shape, strides, padding, residuals, dy):
+  x = residuals[0]
+  x_grad = _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy)[0]
+  g = _Geometry(x.shape, kernel_shape, strides, padding)
+  return x_grad, dense_kernel_grad(x, dy, g).astype(residuals[1].dtype), None, None
+
+
+sparse_conv_dense_grad.defvjp(_dense_grad_fwd, _dense_grad_bwd)

@@ -2,14 +2,24 @@
 
 sparse_conv takes channel-first (CNHW) activations; XLA's reference gets the same layout."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from east_jax import kernels
 from east_jax.models import sparse_conv
 
 _CNHW = ("CNHW", "HWIO", "CNHW")
+
+
+@pytest.fixture(params=["native", "xla"])
+def kernel_path(request):
+  """Runs the test with the native CPU kernels, then with XLA's gather / scatter path."""
+  with sparse_conv.xla_only() if request.param == "xla" else contextlib.nullcontext():
+    yield request.param
 
 
 def _problem(seed, batch, size, cin, cout, k, kept, dtype=jnp.float32):
@@ -29,14 +39,17 @@ def _value_and_grads(fn, x, kernel, dy):
 
 # (batch, size, cin, cout, kernel, stride, kept): every kernel shape and stride the ResNets
 # use (3x3 s1/s2, 1x1 s1/s2 shortcuts and bottlenecks, the 7x7 s2 ImageNet stem), odd sizes.
+# The last two are large enough for the native kernels to split the batch into blocks.
 CASES = [(4, 8, 5, 6, 3, 1, 40), (4, 9, 5, 6, 3, 2, 40), (3, 8, 6, 4, 1, 1, 9),
-         (3, 9, 6, 4, 1, 2, 9), (2, 13, 3, 5, 7, 2, 60), (2, 7, 4, 4, 3, 1, 1)]
+         (3, 9, 6, 4, 1, 2, 9), (2, 13, 3, 5, 7, 2, 60), (2, 7, 4, 4, 3, 1, 1),
+         (3, 32, 64, 64, 3, 1, 300), (3, 31, 64, 64, 3, 2, 200)]
 
 
 @pytest.mark.parametrize("batch,size,cin,cout,k,stride,kept", CASES)
 @pytest.mark.parametrize("scale", [None, 0.37])
 def test_forward_and_gradients_equal_the_masked_dense_convolution(batch, size, cin, cout, k,
-                                                                  stride, kept, scale):
+                                                                  stride, kept, scale,
+                                                                  kernel_path):
   x, kernel, mask = _problem(0, batch, size, cin, cout, k, kept)
   pad = ((k // 2, k // 2),) * 2
   s = 1.0 if scale is None else scale
@@ -58,7 +71,63 @@ def test_forward_and_gradients_equal_the_masked_dense_convolution(batch, size, c
   assert not np.any(np.asarray(got[2])[~np.asarray(mask)])  # and nothing elsewhere
 
 
-def test_the_scale_gets_the_weight_sharing_gradient():
+@pytest.mark.parametrize("batch,size,cin,cout,k,stride,kept", CASES)
+def test_dense_kernel_grad_equals_the_dense_convolution_gradient(batch, size, cin, cout, k,
+                                                                 stride, kept, kernel_path):
+  # Mask-update steps: forward and input gradient over kept weights, kernel gradient at
+  # every position, weight sharing's scale included.
+  x, kernel, mask = _problem(6, batch, size, cin, cout, k, kept)
+  pad = ((k // 2, k // 2),) * 2
+
+  def dense(x, kernel, s):
+    return jax.lax.conv_general_dilated(x, s * kernel, (stride, stride), pad,
+                                        dimension_numbers=_CNHW)
+
+  def sparse(x, kernel, s):
+    return sparse_conv.conv(x, kernel, mask, kept + 2, (stride, stride), pad, scale=s,
+                            dense_kernel_grad=True)
+
+  dy = jnp.asarray(np.random.default_rng(7).standard_normal(
+      jax.eval_shape(dense, x, kernel, 0.5).shape), jnp.float32)
+  def run(fn):
+    def value_and_grads(*args):
+      out, vjp = jax.vjp(fn, *args)
+      return (out, *vjp(dy))
+    return jax.jit(value_and_grads)(x, kernel, 0.5)
+
+  got, want = run(sparse), run(dense)
+  assert np.count_nonzero(np.asarray(got[2])[~np.asarray(mask)]) > 0  # pruned positions too
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+def test_kept_weights_at_zero_get_their_gradient(kernel_path):
+  # RigL grows weights at 0; their gradient must still be computed.
+  x, kernel, mask = _problem(5, 2, 6, 3, 4, 3, 12)
+  kernel = kernel.at[np.nonzero(np.asarray(mask))].set(0.0)
+  pad = ((1, 1), (1, 1))
+  dy = jnp.ones((4, 2, 6, 6), jnp.float32)
+  got = _value_and_grads(lambda x, k: sparse_conv.conv(x, k, mask, 15, (1, 1), pad),
+                         x, kernel, dy)
+  want = _value_and_grads(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), pad, dimension_numbers=_CNHW), x, kernel, dy)
+  assert not np.any(np.asarray(got[0])) and np.all(np.asarray(got[2])[np.asarray(mask)] != 0)
+  np.testing.assert_allclose(got[2], want[2] * mask, rtol=1e-5, atol=1e-4)
+
+
+def test_native_kernels_are_built_on_this_cpu():
+  assert kernels.available(), "no C++ compiler? setup.sh installs g++"
+
+
+def test_a_failed_build_says_what_ran(monkeypatch, tmp_path):
+  monkeypatch.setenv("EAST_JAX_KERNEL_DIR", str(tmp_path))
+  monkeypatch.setenv("CXX", "false")
+  with pytest.raises(RuntimeError, match="false .*sparse_conv_cpu.cc"):
+    kernels.build()
+  assert not list(tmp_path.iterdir())  # no partial library left behind
+
+
+def test_the_scale_gets_the_weight_sharing_gradient(kernel_path):
   x, kernel, mask = _problem(2, 2, 6, 3, 4, 3, 12)
   pad = ((1, 1), (1, 1))
 
@@ -71,7 +140,7 @@ def test_the_scale_gets_the_weight_sharing_gradient():
   np.testing.assert_allclose(jax.grad(sparse)(0.6), jax.grad(dense)(0.6), rtol=1e-5)
 
 
-def test_bfloat16_stays_bfloat16_and_close_to_float32():
+def test_bfloat16_stays_bfloat16_and_close_to_float32(kernel_path):
   x, kernel, mask = _problem(3, 4, 8, 8, 8, 3, 30)
   pad = ((1, 1), (1, 1))
 
@@ -86,7 +155,7 @@ def test_bfloat16_stays_bfloat16_and_close_to_float32():
     np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=0.05, atol=0.1)
 
 
-def test_mask_changes_reuse_the_compiled_program():
+def test_mask_changes_reuse_the_compiled_program(kernel_path):
   x, kernel, mask = _problem(4, 2, 6, 3, 4, 3, 10)
   pad = ((1, 1), (1, 1))
   fn = jax.jit(lambda x, k, m: sparse_conv.conv(x, k, m, 16, (1, 1), pad))
