@@ -47,7 +47,7 @@ flags.DEFINE_list("update_at", ["0.999", "0.9999"], "sparsities at which mask-up
                   "are timed (the dense-layer program: its cost barely depends on the sparsity)")
 flags.DEFINE_list("kernels", ["native"], "sparse rows with the native CPU kernels and / or "
                   "XLA's gather / scatter path (native,xla: side by side)")
-flags.DEFINE_integer("steps", 3, "timed steps per row (median)")
+flags.DEFINE_integer("steps", 3, "timed steps per row (median; --layers: the fastest)")
 flags.DEFINE_bool("inference", True, "also time the eval forward pass at batch 1 and 128")
 flags.DEFINE_bool("layers", False, "only the per-layer crossover table")
 FLAGS = flags.FLAGS
@@ -200,42 +200,49 @@ def _peak_rss_mb() -> float:
 
 
 def layers_table():
-  """Forward + both gradients of one convolution: dense (XLA, matmul kernel gradient)
-  against kept weights only, by density, for the ResNet-34 CIFAR shapes at batch 128."""
+  """Forward + both gradients of one convolution: dense (XLA, matmul kernel gradient, NHWC)
+  against kept weights only (CNHW), by density, for the ResNet-34 CIFAR shapes at batch 128."""
   from east_jax.models import conv as conv_lib
   shapes = [(32, 64, 64, 1), (16, 128, 128, 1), (8, 256, 256, 1), (4, 512, 512, 1),
             (32, 64, 128, 2)]
-  densities = [0.001, 0.003, 0.01, 0.03]
-  print("| input | cin -> cout | stride | dense (ms) | " +
-        " | ".join(f"kept {d:.1%} (ms)" for d in densities) + " |")
-  print("|---|---|---|---|" + "---|" * len(densities), flush=True)
+  densities = [0.001, 0.003, 0.01, 0.03, 0.1]
+  print(f"{time.strftime('%Y-%m-%d')}, kernels: {', '.join(FLAGS.kernels)}; ms per call")
+  print("| input | cin -> cout | stride | dense | kernels | " +
+        " | ".join(f"kept {d:.1%}" for d in densities) + " |")
+  print("|---|---|---|---|---|" + "---|" * len(densities), flush=True)
   rng = np.random.default_rng(0)
   for size, cin, cout, stride in shapes:
     x = jnp.asarray(rng.standard_normal((128, size, size, cin)), jnp.float32)
+    x_cnhw = x.transpose(3, 0, 1, 2)
     pad = ((1, 1), (1, 1))
     kernel_shape = (3, 3, cin, cout)
 
     def timed(fn, *args):
       grad = jax.jit(jax.grad(lambda x, k, *a: jnp.sum(fn(x, k, *a) ** 2), argnums=(0, 1)))
       jax.block_until_ready(grad(*args))
-      start = time.perf_counter()
+      times = []
       for _ in range(FLAGS.steps):
+        start = time.perf_counter()
         jax.block_until_ready(grad(*args))
-      return (time.perf_counter() - start) / FLAGS.steps * 1e3
+        times.append(time.perf_counter() - start)
+      return min(times) * 1e3
 
     kernel = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
     dense = timed(lambda x, k: conv_lib.conv_general_dilated(
         x, k, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
-    cells = []
+    masks = []
     for d in densities:
       count = max(1, round(d * kernel.size))
       flat = np.zeros(kernel.size, bool)
       flat[rng.choice(kernel.size, count, replace=False)] = True
-      mask = jnp.asarray(flat.reshape(kernel_shape))
-      cells.append(timed(lambda x, k, m: sparse_conv.conv(x, k, m, count, (stride, stride), pad),
-                         x, kernel * mask, mask))
-    print(f"| {size}x{size} | {cin} -> {cout} | {stride} | {dense:.1f} | " +
-          " | ".join(f"{c:.1f}" for c in cells) + " |", flush=True)
+      masks.append((count, jnp.asarray(flat.reshape(kernel_shape))))
+    for kernels in FLAGS.kernels:
+      with sparse_conv.xla_only() if kernels == "xla" else contextlib.nullcontext():
+        cells = [timed(lambda x, k, m, c=count: sparse_conv.conv(x, k, m, c, (stride, stride),
+                                                                 pad), x_cnhw, kernel * mask, mask)
+                 for count, mask in masks]
+      print(f"| {size}x{size} | {cin} -> {cout} | {stride} | {dense:.1f} | {kernels} | " +
+            " | ".join(f"{c:.1f}" for c in cells) + " |", flush=True)
 
 
 def main(argv):

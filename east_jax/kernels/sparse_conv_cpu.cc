@@ -133,32 +133,52 @@ void PhaseRange(int64_t d, int64_t s, int64_t pad, int64_t size, int64_t cols, i
   *hi = std::max(*lo, last < 0 ? 0 : std::min(cols, last / s + 1));
 }
 
+// Short row copies and fills, inlined (a library call per 32-float row costs more).
+inline void Copy(const float* __restrict__ src, float* __restrict__ dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+inline void Zero(float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = 0.0f;
+}
+
 // Copies between images [b0, b0 + n) of channel ci of a CNHW array and its phase planes
-// (plane ci * phases + phase at phases + (ci * phases + phase) * stride + b * plane).
-// to_phases: planes = x (zero where outside the input); else x = planes.
+// (plane ci * phases + phase at planes + (ci * phases + phase) * stride + b * plane).
+// to_phases: planes = x, 0 where outside the input (each position written once);
+// else x = planes.
 void CopyPhases(bool to_phases, float* x, const Layout& l, int64_t ci, int64_t b0, int64_t n,
                 float* planes, int64_t stride) {
   for (int64_t a = 0; a < l.sh; ++a)
     for (int64_t d = 0; d < l.sw; ++d) {
       float* plane = planes + (ci * l.phases + a * l.sw + d) * stride;
-      if (to_phases) std::fill(plane, plane + stride, 0.0f);
       int64_t r0, r1, c0, c1;
       PhaseRange(a, l.sh, l.pt, l.height, l.hq, &r0, &r1);
       PhaseRange(d, l.sw, l.pl, l.width, l.wq, &c0, &c1);
       for (int64_t b = 0; b < n; ++b)
-        for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t r = 0; r < l.hq; ++r) {
           float* row = plane + b * l.plane + r * l.wq;
+          if (r < r0 || r >= r1) {
+            if (to_phases) Zero(row, l.wq);
+            continue;
+          }
           float* src = x + ((ci * l.batch + b0 + b) * l.height + r * l.sh + a - l.pt) * l.width +
                        d - l.pl;
           if (l.sw == 1) {
-            if (to_phases) std::copy(src + c0, src + c1, row + c0);
-            else std::copy(row + c0, row + c1, src + c0);
+            if (to_phases) Copy(src + c0, row + c0, c1 - c0);
+            else Copy(row + c0, src + c0, c1 - c0);
           } else if (to_phases) {
             for (int64_t c = c0; c < c1; ++c) row[c] = src[c * l.sw];
           } else {
             for (int64_t c = c0; c < c1; ++c) src[c * l.sw] = row[c];
           }
+          if (to_phases) {
+            Zero(row, c0);
+            Zero(row + c1, l.wq - c1);
+          }
         }
+      if (to_phases) Zero(plane + n * l.plane, stride - n * l.plane);
     }
 }
 
@@ -256,7 +276,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                  out.data());
       for (int64_t b = 0; b < n; ++b)
         for (int64_t h = 0; h < l.ho; ++h)
-          std::copy_n(out.data() + b * l.plane + h * l.wq, l.wo, y_co + (b * l.ho + h) * l.wo);
+          Copy(out.data() + b * l.plane + h * l.wq, y_co + (b * l.ho + h) * l.wo, l.wo);
     }
   });
   return ffi::Error::Success();
@@ -304,11 +324,14 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     for (int64_t co = 0; co < l.cout; ++co) {
       if (!out_used[co]) continue;
       float* grad = dyq.data() + co * dy_stride;
-      std::fill(grad, grad + dy_stride, 0.0f);
+      Zero(grad, l.slack);
       for (int64_t b = 0; b < n; ++b)
-        for (int64_t h = 0; h < l.ho; ++h)
-          std::copy_n(dys + ((co * l.batch + b0 + b) * l.ho + h) * l.wo, l.wo,
-                      grad + l.slack + b * l.plane + h * l.wq);
+        for (int64_t h = 0; h < l.hq; ++h) {
+          float* row = grad + l.slack + b * l.plane + h * l.wq;
+          if (h < l.ho) Copy(dys + ((co * l.batch + b0 + b) * l.ho + h) * l.wo, row, l.wo);
+          Zero(row + (h < l.ho ? l.wo : 0), h < l.ho ? l.wq - l.wo : l.wq);
+        }
+      Zero(grad + l.slack + n * l.plane, l.grid - n * l.plane);
     }
     for (const Tap& t : taps) {
       const float* __restrict__ in = xq.data() + t.plane * l.stride() + t.shift;

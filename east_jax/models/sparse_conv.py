@@ -42,11 +42,14 @@ from east_jax.models.conv import same_variance
 
 SPARSE_COMPUTE = ("auto", "on", "off")
 # "auto" on XLA's CPU backend computes a layer over its kept weights when it keeps at most
-# this fraction of its kernel: `python -m benchmarks.sparse_compute --layers` (2 cores,
-# 2026-12-01) puts the crossover at 0.5-0.7% for 4x4x512 inputs, 1-1.5% for 8x8 and
-# 16x16, above 3% for 32x32x64. Other backends keep their dense convolutions under
-# "auto" (not measured yet).
-CPU_MAX_DENSITY = 0.005
+# this fraction of its kernel. `python -m benchmarks.sparse_compute --layers
+# --kernels=native,xla` (2 cores, 2026-12-01; forward + both gradients, batch 128): the
+# native kernels beat the dense convolution up to 10% kept at 32x32 and 16x16, and to
+# 3-10% at 8x8 and 4x4; XLA's gather / scatter path (no C++ compiler) only to 0.5-0.7% at
+# 4x4, 1-1.5% at 8x8 and 16x16. Other backends keep their dense convolutions under "auto"
+# (not measured yet).
+CPU_MAX_DENSITY = 0.03
+XLA_CPU_MAX_DENSITY = 0.005
 # Largest planes buffer of one chunk of taps (16 MiB in float32). 4 MiB lowered the peak
 # at 99.9% (ResNet-34 RigL, batch 128: 1508 -> 1411 MB) but raised it at 99.99% (1014 ->
 # 1207 MB) and slowed batch-128 inference there 2-3x (benchmarks/RESULTS.md, 2026-12-01).
@@ -82,7 +85,8 @@ def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
   if mode == "off" or (mode == "auto" and backend != "cpu"):
     return ()
   if mode == "auto":
-    capacity = {n: c for n, c in capacity.items() if c <= CPU_MAX_DENSITY * sizes[n]}
+    limit = CPU_MAX_DENSITY if _native_allowed and kernels.available() else XLA_CPU_MAX_DENSITY
+    capacity = {n: c for n, c in capacity.items() if c <= limit * sizes[n]}
   return tuple((n, max(1, c)) for n, c in capacity.items())
 
 
