@@ -14,11 +14,12 @@
 // (ci, phase) holds x_padded[ci, b, r*sh + a, c*sw + d] at b*Hq*Wq + r*Wq + c for the
 // phase (a, d). In that layout every tap is a plain 1-D shift: output position
 // p = b*Hq*Wq + h*Wq + w reads its plane at p + off_k, off_k = (i / sh) * Wq + j / sw, for
-// all images of the block at once (positions with h >= ho or w >= wo are computed and
-// dropped). The forward pass sums, per output channel, the taps that write to it in
-// registers over segments of kSegment positions; the input gradient does the same per
-// input plane with the output gradient shifted back; the values gradient is one dot
-// product per tap. Only the first `count` slots are real (the rest pad to a static size);
+// all images of the block at once. The forward pass sums, per output channel, the taps
+// that write to it in registers, one output row at a time straight into y (rows of 16+
+// columns) or over segments of kSegment grid positions then cropped (narrow rows, where
+// positions with h >= ho or w >= wo are computed and dropped); the input gradient sums
+// segments per input plane with the output gradient shifted back; the values gradient is
+// one dot product per tap. Only the first `count` slots are real (the rest pad to a static size);
 // taps whose value is 0 are left out of y and dx. Sums are float32; the values gradient
 // adds the blocks in order, so results do not depend on the thread count.
 
@@ -36,7 +37,9 @@ using Dims = ffi::Span<const int64_t>;
 
 namespace {
 
+constexpr int64_t kVector = 16;             // floats per Vec
 constexpr int64_t kSegment = 64;            // positions summed in registers at once
+constexpr int64_t kRowVectors = 8;          // most vectors of an output row summed at once
 constexpr int64_t kBlockFloats = 1 << 17;   // a block's padded input + output (512 KiB)
 
 int64_t CeilDiv(int64_t n, int64_t d) { return (n + d - 1) / d; }
@@ -62,11 +65,13 @@ struct Layout {
     grid = CeilDiv(images * plane, kSegment) * kSegment;
     slack = ((kh - 1) / sh) * wq + (kw - 1) / sw;
   }
-  int64_t stride() const { return grid + slack; }  // one phase plane of a block, with slack
+  // One phase plane of a block, with slack for the largest shift and a vector's overrun.
+  int64_t stride() const { return grid + slack + kVector; }
 };
 
 struct Tap {
   int64_t k, plane, co, shift;  // slot, input phase plane (ci * phases + phase), shift
+  int64_t ci, di, dj;           // input channel, row / column offset (i - pt, j - pl)
 };
 
 std::vector<Tap> DecodeTaps(const int32_t* indices, int64_t count, const Layout& l) {
@@ -79,7 +84,7 @@ std::vector<Tap> DecodeTaps(const int32_t* indices, int64_t count, const Layout&
     rest %= l.cin * l.cout;
     const int64_t phase = (i % l.sh) * l.sw + j % l.sw;
     taps[k] = Tap{k, (rest / l.cout) * l.phases + phase, rest % l.cout,
-                  (i / l.sh) * l.wq + j / l.sw};
+                  (i / l.sh) * l.wq + j / l.sw, rest / l.cout, i - l.pt, j - l.pl};
   }
   return taps;
 }
@@ -122,6 +127,77 @@ void SumShifted(const float* const* inputs, const float* values, int64_t taps, i
     o[1] = a1;
     o[2] = a2;
     o[3] = a3;
+  }
+}
+
+// out[w] = sum over taps t of values[t] * inputs[t][w], w < width <= NV * kVector: one
+// output row summed in NV vectors of registers and written straight to the output (the
+// inputs may be read up to a vector past `width`).
+template <int NV>
+void SumRow(const float* const* inputs, const float* values, int64_t taps, int64_t offset,
+            int64_t width, float* out) {
+  Vec acc[NV] = {};
+  for (int64_t t = 0; t < taps; ++t) {
+    const Vec v = Vec{} + values[t];
+    const Vec* in = reinterpret_cast<const Vec*>(inputs[t] + offset);
+    for (int k = 0; k < NV; ++k) acc[k] += v * in[k];
+  }
+  const float* sums = reinterpret_cast<const float*>(acc);
+  for (int64_t w = 0; w < width; ++w) out[w] = sums[w];
+}
+
+// Columns [0, width) of one output row, kRowVectors vectors at a time.
+void SumRows(const float* const* inputs, const float* values, int64_t taps, int64_t offset,
+             int64_t width, float* out) {
+  using Fn = void (*)(const float* const*, const float*, int64_t, int64_t, int64_t, float*);
+  static constexpr Fn kByVectors[kRowVectors] = {SumRow<1>, SumRow<2>, SumRow<3>, SumRow<4>,
+                                                 SumRow<5>, SumRow<6>, SumRow<7>, SumRow<8>};
+  for (int64_t c = 0; c < width; c += kRowVectors * kVector) {
+    const int64_t n = std::min(kRowVectors * kVector, width - c);
+    kByVectors[CeilDiv(n, kVector) - 1](inputs, values, taps, offset + c, n, out + c);
+  }
+}
+
+// Stride 1, rows of kVector+ columns: output channel `co`'s rows of image b, its taps
+// reading the input rows in place (no phase copy). Each row sums its taps' shifted input
+// rows in registers; the columns whose window crosses the left or right border (and the
+// rows whose vector reads would leave the input buffer) are then computed exactly, tap by
+// tap. `ptrs`, `vals`, `used`: scratch of at least `count` entries.
+void RowsInPlace(const Layout& l, const Tap* taps, const float* values, int64_t count,
+                 const float* xs, int64_t b, float* y, const float** ptrs, float* vals,
+                 const Tap** used) {
+  const float* x_end = xs + l.cin * l.batch * l.height * l.width;
+  const int64_t reach = CeilDiv(l.wo, kVector) * kVector;  // floats SumRows reads per row
+  const int64_t left = std::min(l.pl, l.wo);
+  const int64_t right = std::max(left, l.width - (l.kw - 1 - l.pl));
+  for (int64_t h = 0; h < l.ho; ++h) {
+    int64_t m = 0;
+    bool inside = true;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t r = h + taps[t].di;
+      if (r < 0 || r >= l.height) continue;
+      const float* p = xs + ((taps[t].ci * l.batch + b) * l.height + r) * l.width + taps[t].dj;
+      inside = inside && p >= xs && p + reach <= x_end;
+      ptrs[m] = p;
+      vals[m] = values[t];
+      used[m++] = taps + t;
+    }
+    float* out = y + h * l.wo;
+    auto exact = [&](int64_t w) {
+      float sum = 0.0f;
+      for (int64_t k = 0; k < m; ++k) {
+        const int64_t c = w + used[k]->dj;
+        if (c >= 0 && c < l.width) sum += vals[k] * ptrs[k][w];
+      }
+      out[w] = sum;
+    };
+    if (!inside) {
+      for (int64_t w = 0; w < l.wo; ++w) exact(w);
+      continue;
+    }
+    SumRows(ptrs, vals, m, 0, l.wo, out);
+    for (int64_t w = 0; w < left; ++w) exact(w);
+    for (int64_t w = right; w < l.wo; ++w) exact(w);
   }
 }
 
@@ -254,25 +330,50 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   float* ys = y->typed_data();
   const int64_t out_plane = l.ho * l.wo;
 
+  const bool in_place = l.sh == 1 && l.sw == 1 && l.wo >= kVector;
+
   ParallelFor(pool, l.blocks, [&](int64_t block) {
     const int64_t b0 = block * l.images, n = std::min(l.images, l.batch - b0);
-    thread_local std::vector<float> xq, out;
+    thread_local std::vector<float> xq, out, vals;
     thread_local std::vector<const float*> inputs;
-    xq.resize(l.cin * l.phases * l.stride());
-    out.resize(l.grid);
+    thread_local std::vector<const Tap*> used;
     inputs.resize(taps.size());
-    for (int64_t ci = 0; ci < l.cin; ++ci)
-      if (in_used[ci]) CopyPhases(true, xs, l, ci, b0, n, xq.data(), l.stride());
+    if (in_place) {
+      vals.resize(taps.size());
+      used.resize(taps.size());
+    } else {
+      xq.resize(l.cin * l.phases * l.stride());
+      out.resize(l.grid);
+      for (int64_t ci = 0; ci < l.cin; ++ci)
+        if (in_used[ci]) CopyPhases(true, xs, l, ci, b0, n, xq.data(), l.stride());
+    }
     for (int64_t co = 0; co < l.cout; ++co) {
       float* y_co = ys + (co * l.batch + b0) * out_plane;
       if (!out_used[co]) {
         std::fill(y_co, y_co + n * out_plane, 0.0f);
         continue;
       }
+      if (in_place) {
+        for (int64_t b = 0; b < n; ++b)
+          RowsInPlace(l, taps.data() + begin[co], tap_values.data() + begin[co],
+                      begin[co + 1] - begin[co], xs, b0 + b, y_co + b * out_plane,
+                      inputs.data(), vals.data(), used.data());
+        continue;
+      }
       for (int64_t t = begin[co]; t < begin[co + 1]; ++t)
         inputs[t] = xq.data() + taps[t].plane * l.stride() + taps[t].shift;
-      SumShifted(inputs.data() + begin[co], tap_values.data() + begin[co],
-                 begin[co + 1] - begin[co], CeilDiv(n * l.plane, kSegment) * kSegment,
+      const float* const* first = inputs.data() + begin[co];
+      const float* first_value = tap_values.data() + begin[co];
+      const int64_t count = begin[co + 1] - begin[co];
+      if (l.wo >= kVector) {  // Row by row, straight into y (no padded columns computed).
+        for (int64_t b = 0; b < n; ++b)
+          for (int64_t h = 0; h < l.ho; ++h)
+            SumRows(first, first_value, count, b * l.plane + h * l.wq, l.wo,
+                    y_co + (b * l.ho + h) * l.wo);
+        continue;
+      }
+      // Narrow rows: whole segments of the padded grid, then cropped.
+      SumShifted(first, first_value, count, CeilDiv(n * l.plane, kSegment) * kSegment,
                  out.data());
       for (int64_t b = 0; b < n; ++b)
         for (int64_t h = 0; h < l.ho; ++h)

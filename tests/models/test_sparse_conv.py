@@ -42,7 +42,7 @@ def _value_and_grads(fn, x, kernel, dy):
 # The last two are large enough for the native kernels to split the batch into blocks.
 CASES = [(4, 8, 5, 6, 3, 1, 40), (4, 9, 5, 6, 3, 2, 40), (3, 8, 6, 4, 1, 1, 9),
          (3, 9, 6, 4, 1, 2, 9), (2, 13, 3, 5, 7, 2, 60), (2, 7, 4, 4, 3, 1, 1),
-         (3, 32, 64, 64, 3, 1, 300), (3, 31, 64, 64, 3, 2, 200)]
+         (3, 32, 64, 64, 3, 1, 300), (3, 31, 64, 64, 3, 2, 200), (2, 16, 8, 8, 1, 1, 20)]
 
 
 @pytest.mark.parametrize("batch,size,cin,cout,k,stride,kept", CASES)
