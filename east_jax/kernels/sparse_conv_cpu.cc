@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -467,34 +468,37 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
+namespace {
+
+// What both handlers take: the thread pool, x, values, indices, count ...
+template <typename Binding>
+auto WithInputs(Binding binding) {
+  return std::move(binding).template Ctx<ffi::ThreadPool>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::BufferR0<ffi::S32>>();
+}
+
+// ... and, after their own arguments and results, the geometry.
+template <typename Binding>
+auto WithGeometry(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("kh")
+      .template Attr<int64_t>("kw")
+      .template Attr<int64_t>("sh")
+      .template Attr<int64_t>("sw")
+      .template Attr<int64_t>("pt")
+      .template Attr<int64_t>("pl");
+}
+
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EastSparseConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::BufferR0<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl"));
+                              WithGeometry(WithInputs(ffi::Ffi::Bind())
+                                               .Ret<ffi::Buffer<ffi::F32>>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EastSparseConvBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::BufferR0<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl"));
+                              WithGeometry(WithInputs(ffi::Ffi::Bind())
+                                               .Arg<ffi::Buffer<ffi::F32>>()
+                                               .Ret<ffi::Buffer<ffi::F32>>()
+                                               .Ret<ffi::Buffer<ffi::F32>>()));
