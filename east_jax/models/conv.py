@@ -84,22 +84,33 @@ def _conv_bwd(strides, padding, residuals, dy):
 conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
 
 
-def kernel_grad(x, dy, kernel_shape, strides, padding):
-  """d loss / d kernel (float32) of an NHWC x HWIO convolution from its input and the
-  gradient of its output.
+def kernel_grad(x, dy, kernel_shape, strides, padding, layout: str = "NHWC"):
+  """d loss / d kernel (float32) of an NHWC (or CNHW: `layout`) x HWIO convolution from its
+  input and the gradient of its output.
 
   kernel[i, j] = sum over b, h, w of x_padded[b, h*sh + i, w*sw + j, :] (outer) dy[b, h, w, :].
   """
   kh, kw, cin, cout = kernel_shape
   sh, sw = strides
-  ho, wo = dy.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  patches = [lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (ho - 1) + 1,
-                                          j + sw * (wo - 1) + 1, cin), (1, sh, sw, 1))
-             for i in range(kh) for j in range(kw)]
-  product = functools.partial(jnp.einsum, "bhwc,bhwo->co", preferred_element_type=jnp.float32)
+  first = layout == "CNHW"
+  rows = 2 if first else 1  # the height axis (width follows it)
+  ho, wo = dy.shape[rows:rows + 2]
+  spatial = [(0, 0)] * x.ndim
+  spatial[rows:rows + 2] = padding
+  xp = jnp.pad(x, spatial)
+
+  def window(i, j):
+    start, limit, step = [0] * x.ndim, list(xp.shape), [1] * x.ndim
+    start[rows:rows + 2] = i, j
+    limit[rows:rows + 2] = i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1
+    step[rows:rows + 2] = sh, sw
+    return lax.slice(xp, start, limit, step)
+
+  patches = [window(i, j) for i in range(kh) for j in range(kw)]
+  product = functools.partial(jnp.einsum, "cbhw,obhw->co" if first else "bhwc,bhwo->co",
+                              preferred_element_type=jnp.float32)
   if kh * kw * cin <= _IM2COL_MAX_ROWS:
-    grad = product(jnp.concatenate(patches, axis=-1), dy)
+    grad = product(jnp.concatenate(patches, axis=0 if first else -1), dy)
   else:
     grad = jnp.stack([product(p, dy) for p in patches])
   return grad.reshape(kernel_shape)

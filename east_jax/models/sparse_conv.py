@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from east_jax import kernels
+from east_jax.models import conv as conv_lib
 from east_jax.models.conv import same_variance
 
 SPARSE_COMPUTE = ("auto", "on", "off")
@@ -149,10 +150,8 @@ class _Geometry:
 
   def __init__(self, x_shape, kernel_shape, strides, padding):
     self.cin, self.batch, self.height, self.width = x_shape
-    self.kernel_shape = kernel_shape
     self.kh, self.kw, _, self.cout = kernel_shape
     self.sh, self.sw = strides
-    self.padding = padding
     (self.pt, self.pb), (self.pl, self.pr) = padding
     self.ho = (self.height + self.pt + self.pb - self.kh) // self.sh + 1
     self.wo = (self.width + self.pl + self.pr - self.kw) // self.sw + 1
@@ -288,32 +287,11 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
 sparse_conv.defvjp(_sparse_conv_fwd, _sparse_conv_bwd)
 
 
-# Below this many rows (kh * kw * c_in) one product over all offsets at once (im2col)
-# beats one product per offset (as in models/conv.py).
-_IM2COL_MAX_ROWS = 256
-
-
-def dense_kernel_grad(x, dy, g: _Geometry):
-  """d loss / d kernel (HWIO, float32) at every position from CNHW `x` and `dy`:
-  kernel[i, j] = sum over b, h, w of x_padded[:, b, h*sh + i, w*sw + j] (outer) dy[:, b, h, w]."""
-  xp = jnp.pad(x, ((0, 0), (0, 0), *g.padding))
-  patches = [lax.slice(xp, (0, 0, i, j), (g.cin, g.batch, i + g.sh * (g.ho - 1) + 1,
-                                          j + g.sw * (g.wo - 1) + 1), (1, 1, g.sh, g.sw))
-             for i in range(g.kh) for j in range(g.kw)]
-  product = functools.partial(jnp.einsum, "cbhw,obhw->co", preferred_element_type=jnp.float32)
-  if g.kh * g.kw * g.cin <= _IM2COL_MAX_ROWS:
-    grad = product(jnp.concatenate(patches, axis=0), dy)
-  else:
-    grad = jnp.stack([product(p, dy) for p in patches])
-  return grad.reshape(g.kernel_shape)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def sparse_conv_dense_grad(x, kernel, indices, count, kernel_shape, strides, padding):
   """`sparse_conv` with the kernel's values at the first `count` of the flat `indices`,
-  whose kernel gradient is `dense_kernel_grad` (every position)."""
-  values = kept_values(kernel, indices, jnp.arange(len(indices)) < count)
-  return sparse_conv(x, values, indices, count, kernel_shape, strides, padding)
+  whose kernel gradient is at every position (conv.kernel_grad in this layout)."""
+  return _dense_grad_fwd(x, kernel, indices, count, kernel_shape, strides, padding)[0]
 
 
 def _dense_grad_fwd(x, kernel, indices, count, kernel_shape, strides, padding):
@@ -325,8 +303,8 @@ def _dense_grad_fwd(x, kernel, indices, count, kernel_shape, strides, padding):
 def _dense_grad_bwd(kernel_shape, strides, padding, residuals, dy):
   x = residuals[0]
   x_grad = _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy)[0]
-  g = _Geometry(x.shape, kernel_shape, strides, padding)
-  return x_grad, dense_kernel_grad(x, dy, g).astype(residuals[1].dtype), None, None
+  kernel_grad = conv_lib.kernel_grad(x, dy, kernel_shape, strides, padding, layout="CNHW")
+  return x_grad, kernel_grad.astype(residuals[1].dtype), None, None
 
 
 sparse_conv_dense_grad.defvjp(_dense_grad_fwd, _dense_grad_bwd)
