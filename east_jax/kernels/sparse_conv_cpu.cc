@@ -10,18 +10,25 @@
 //   values grad  g_k = sum over b, h, w of x[ci, b, ...] * dy[co, b, h, w]
 //
 // Images are processed in blocks small enough to stay in cache (a parallel loop over the
-// blocks). A block's input is first copied, zero-padded, into stride phases: plane
-// (ci, phase) holds x_padded[ci, b, r*sh + a, c*sw + d] at b*Hq*Wq + r*Wq + c for the
-// phase (a, d). In that layout every tap is a plain 1-D shift: output position
-// p = b*Hq*Wq + h*Wq + w reads its plane at p + off_k, off_k = (i / sh) * Wq + j / sw, for
-// all images of the block at once. The forward pass sums, per output channel, the taps
-// that write to it in registers, one output row at a time straight into y (rows of 16+
-// columns) or over segments of kSegment grid positions then cropped (narrow rows, where
-// positions with h >= ho or w >= wo are computed and dropped); the input gradient sums
-// segments per input plane with the output gradient shifted back; the values gradient is
-// one dot product per tap. Only the first `count` slots are real (the rest pad to a static size);
-// taps whose value is 0 are left out of y and dx. Sums are float32; the values gradient
-// adds the blocks in order, so results do not depend on the thread count.
+// blocks), in one of two layouts:
+// - In place (stride 1, output as large as the input: every 'same' convolution). Output
+//   position q of a block (q = b*H*W + h*W + w, all its images at once) reads input
+//   position q + shift_k, shift_k = (i - pt) * W + j - pl, of the input channel's slab
+//   where it lies in x: nothing is copied (but the first and last slabs of an array,
+//   whose shifted reads would leave it). A shifted read that leaves q's image row or
+//   image is masked off (one bit mask per kernel offset, an `and` per vector).
+// - Stride phases (strided convolutions). A block's input is first gathered, zero-padded,
+//   into stride phases: plane (ci, phase) holds x_padded[ci, b, r*sh + a, c*sw + d] at
+//   b*Hq*Wq + r*Wq + c for the phase (a, d). There every tap is a plain 1-D shift: grid
+//   position p = b*Hq*Wq + h*Wq + w reads its plane at p + shift_k, shift_k =
+//   (i / sh) * Wq + j / sw; results are computed on the grid, then gathered into y (or
+//   dx), dropping the grid's padding positions.
+// The forward pass sums, per output channel, the taps that write to it in registers over
+// segments of kSegment positions, straight into y; the input gradient sums, per input
+// plane, the output gradients shifted back; the values gradient is one dot product per
+// tap. Only the first `count` slots are real (the rest pad to a static size); taps whose
+// value is 0 are left out of y and dx. Sums are float32; the values gradient adds the
+// blocks in order, so results do not depend on the thread count.
 
 #include <algorithm>
 #include <atomic>
@@ -40,39 +47,44 @@ namespace {
 
 constexpr int64_t kVector = 16;             // floats per Vec
 constexpr int64_t kSegment = 64;            // positions summed in registers at once
-constexpr int64_t kRowVectors = 8;          // most vectors of an output row summed at once
-constexpr int64_t kBlockFloats = 1 << 17;   // a block's padded input + output (512 KiB)
+constexpr int64_t kBlockFloats = 1 << 17;   // a block's (phase) input + output (512 KiB)
 
 int64_t CeilDiv(int64_t n, int64_t d) { return (n + d - 1) / d; }
 
 // Index arithmetic of one call: CNHW input / output, HWIO kernel, strides, padding, and
-// the phase layout of an image block.
+// the layout of an image block: in place (stride 1, output as large as the input) or
+// stride phases.
 struct Layout {
   int64_t cin, batch, height, width, cout, ho, wo, kh, kw, sh, sw, pt, pl;
-  int64_t hq, wq, phases, plane;  // phase plane rows / columns, sh * sw, hq * wq
+  bool in_place;
+  int64_t hq, wq, phases, plane;  // (phase) plane rows / columns, sh * sw, hq * wq
   int64_t images, blocks, grid;   // images per block, blocks, block positions (padded)
-  int64_t slack;                  // largest tap shift
+  int64_t reach;                  // largest |shift| of a tap
 
   Layout(Dims x, Dims y, int64_t kh_, int64_t kw_, int64_t sh_, int64_t sw_, int64_t pt_,
          int64_t pl_)
       : cin(x[0]), batch(x[1]), height(x[2]), width(x[3]), cout(y[0]), ho(y[2]), wo(y[3]),
         kh(kh_), kw(kw_), sh(sh_), sw(sw_), pt(pt_), pl(pl_) {
-    hq = std::max(CeilDiv(pt + height, sh), (kh - 1) / sh + ho);
-    wq = std::max(CeilDiv(pl + width, sw), (kw - 1) / sw + wo);
+    in_place = sh == 1 && sw == 1 && ho == height && wo == width;
+    hq = in_place ? height : std::max(CeilDiv(pt + height, sh), (kh - 1) / sh + ho);
+    wq = in_place ? width : std::max(CeilDiv(pl + width, sw), (kw - 1) / sw + wo);
     phases = sh * sw;
     plane = hq * wq;
     images = std::clamp<int64_t>(kBlockFloats / ((cin * phases + cout) * plane), 1, batch);
     blocks = CeilDiv(batch, images);
     grid = CeilDiv(images * plane, kSegment) * kSegment;
-    slack = ((kh - 1) / sh) * wq + (kw - 1) / sw;
+    reach = in_place ? std::max(pt, kh - 1 - pt) * width + std::max(pl, kw - 1 - pl)
+                     : ((kh - 1) / sh) * wq + (kw - 1) / sw;
   }
-  // One phase plane of a block, with slack for the largest shift and a vector's overrun.
-  int64_t stride() const { return grid + slack + kVector; }
+  // One phase plane of a block, with room for the largest shift and a vector's overrun.
+  int64_t stride() const { return grid + reach + kVector; }
 };
 
+// A kept weight at (i, j, ci, co). In place, input position q + shift feeds output
+// position q (shift = (i - pt) * W + j - pl); in phases, phase plane position p + shift
+// feeds grid position p (shift = (i / sh) * Wq + j / sw).
 struct Tap {
-  int64_t k, plane, co, shift;  // slot, input phase plane (ci * phases + phase), shift
-  int64_t ci, di, dj;           // input channel, row / column offset (i - pt, j - pl)
+  int64_t k, plane, co, shift, offset;  // slot, ci * phases + phase, co, shift, i * kw + j
 };
 
 std::vector<Tap> DecodeTaps(const int32_t* indices, int64_t count, const Layout& l) {
@@ -84,8 +96,9 @@ std::vector<Tap> DecodeTaps(const int32_t* indices, int64_t count, const Layout&
     const int64_t j = rest / (l.cin * l.cout);
     rest %= l.cin * l.cout;
     const int64_t phase = (i % l.sh) * l.sw + j % l.sw;
-    taps[k] = Tap{k, (rest / l.cout) * l.phases + phase, rest % l.cout,
-                  (i / l.sh) * l.wq + j / l.sw, rest / l.cout, i - l.pt, j - l.pl};
+    const int64_t shift = l.in_place ? (i - l.pt) * l.width + j - l.pl
+                                     : (i / l.sh) * l.wq + j / l.sw;
+    taps[k] = Tap{k, (rest / l.cout) * l.phases + phase, rest % l.cout, shift, i * l.kw + j};
   }
   return taps;
 }
@@ -105,112 +118,35 @@ std::vector<Tap> GroupTaps(const std::vector<Tap>& taps, const float* values, in
   return grouped;
 }
 
-// 16 floats, loaded and stored unaligned; GCC / Clang lower it to the machine's vectors.
+// 16 floats (or their bits), loaded and stored unaligned; GCC / Clang lower them to the
+// machine's vectors.
 typedef float Vec __attribute__((vector_size(64), aligned(4)));
+typedef int32_t Bits __attribute__((vector_size(64), aligned(4)));
 
-// out[p] = sum over taps t of values[t] * inputs[t][p], for p < length (a multiple of
-// kSegment), kSegment positions at a time in registers.
-void SumShifted(const float* const* inputs, const float* values, int64_t taps, int64_t length,
-                float* out) {
-  static_assert(kSegment == 4 * 16, "four vectors per segment");
-  for (int64_t p = 0; p < length; p += kSegment) {
-    Vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+// out[p - first] = sum over taps t of values[t] * inputs[t][p], for p in [first, first +
+// length) (length a multiple of kSegment), kSegment positions at a time in registers;
+// with `masks`, only where masks[t][p] is set (a bitwise and: NaN-safe).
+template <bool kMasked>
+void SumShifted(const float* const* inputs, const int32_t* const* masks, const float* values,
+                int64_t taps, int64_t first, int64_t length, float* out) {
+  static_assert(kSegment == 4 * kVector, "four vectors per segment");
+  for (int64_t p = first; p < first + length; p += kSegment) {
+    Vec a[4] = {};
     for (int64_t t = 0; t < taps; ++t) {
       const Vec v = Vec{} + values[t];
       const Vec* in = reinterpret_cast<const Vec*>(inputs[t] + p);
-      a0 += v * in[0];
-      a1 += v * in[1];
-      a2 += v * in[2];
-      a3 += v * in[3];
-    }
-    Vec* o = reinterpret_cast<Vec*>(out + p);
-    o[0] = a0;
-    o[1] = a1;
-    o[2] = a2;
-    o[3] = a3;
-  }
-}
-
-// out[w] = sum over taps t of values[t] * inputs[t][w], w < width <= NV * kVector: one
-// output row summed in NV vectors of registers and written straight to the output (the
-// inputs may be read up to a vector past `width`).
-template <int NV>
-void SumRow(const float* const* inputs, const float* values, int64_t taps, int64_t offset,
-            int64_t width, float* out) {
-  Vec acc[NV] = {};
-  for (int64_t t = 0; t < taps; ++t) {
-    const Vec v = Vec{} + values[t];
-    const Vec* in = reinterpret_cast<const Vec*>(inputs[t] + offset);
-    for (int k = 0; k < NV; ++k) acc[k] += v * in[k];
-  }
-  const float* sums = reinterpret_cast<const float*>(acc);
-  for (int64_t w = 0; w < width; ++w) out[w] = sums[w];
-}
-
-// Columns [0, width) of one output row, kRowVectors vectors at a time.
-void SumRows(const float* const* inputs, const float* values, int64_t taps, int64_t offset,
-             int64_t width, float* out) {
-  using Fn = void (*)(const float* const*, const float*, int64_t, int64_t, int64_t, float*);
-  static constexpr Fn kByVectors[kRowVectors] = {SumRow<1>, SumRow<2>, SumRow<3>, SumRow<4>,
-                                                 SumRow<5>, SumRow<6>, SumRow<7>, SumRow<8>};
-  for (int64_t c = 0; c < width; c += kRowVectors * kVector) {
-    const int64_t n = std::min(kRowVectors * kVector, width - c);
-    kByVectors[CeilDiv(n, kVector) - 1](inputs, values, taps, offset + c, n, out + c);
-  }
-}
-
-// Stride 1, rows of kVector+ columns: output channel `co`'s rows of image b, its taps
-// reading the input rows in place (no phase copy). Each row sums its taps' shifted input
-// rows in registers; the columns whose window crosses the left or right border (and the
-// rows whose vector reads would leave the input buffer) are then computed exactly, tap by
-// tap. `ptrs`, `vals`, `used`: scratch of at least `count` entries.
-void RowsInPlace(const Layout& l, const Tap* taps, const float* values, int64_t count,
-                 const float* xs, int64_t b, float* y, const float** ptrs, float* vals,
-                 const Tap** used) {
-  const float* x_end = xs + l.cin * l.batch * l.height * l.width;
-  const int64_t reach = CeilDiv(l.wo, kVector) * kVector;  // floats SumRows reads per row
-  const int64_t left = std::min(l.pl, l.wo);
-  const int64_t right = std::max(left, l.width - (l.kw - 1 - l.pl));
-  for (int64_t h = 0; h < l.ho; ++h) {
-    int64_t m = 0;
-    bool inside = true;
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t r = h + taps[t].di;
-      if (r < 0 || r >= l.height) continue;
-      const float* p = xs + ((taps[t].ci * l.batch + b) * l.height + r) * l.width + taps[t].dj;
-      inside = inside && p >= xs && p + reach <= x_end;
-      ptrs[m] = p;
-      vals[m] = values[t];
-      used[m++] = taps + t;
-    }
-    float* out = y + h * l.wo;
-    auto exact = [&](int64_t w) {
-      float sum = 0.0f;
-      for (int64_t k = 0; k < m; ++k) {
-        const int64_t c = w + used[k]->dj;
-        if (c >= 0 && c < l.width) sum += vals[k] * ptrs[k][w];
+      if constexpr (kMasked) {
+        const Bits* m = reinterpret_cast<const Bits*>(masks[t] + p);
+        for (int r = 0; r < 4; ++r) a[r] += v * (Vec)((Bits)in[r] & m[r]);
+      } else {
+        for (int r = 0; r < 4; ++r) a[r] += v * in[r];
       }
-      out[w] = sum;
-    };
-    if (!inside) {
-      for (int64_t w = 0; w < l.wo; ++w) exact(w);
-      continue;
     }
-    SumRows(ptrs, vals, m, 0, l.wo, out);
-    for (int64_t w = 0; w < left; ++w) exact(w);
-    for (int64_t w = right; w < l.wo; ++w) exact(w);
+    Vec* o = reinterpret_cast<Vec*>(out + p - first);
+    for (int r = 0; r < 4; ++r) o[r] = a[r];
   }
 }
 
-// Columns [lo, hi) of a phase row whose input column c * s + d - pad lies in [0, size).
-void PhaseRange(int64_t d, int64_t s, int64_t pad, int64_t size, int64_t cols, int64_t* lo,
-                int64_t* hi) {
-  *lo = std::min(cols, pad - d > 0 ? CeilDiv(pad - d, s) : 0);
-  const int64_t last = size - 1 + pad - d;  // c * s <= last
-  *hi = std::max(*lo, last < 0 ? 0 : std::min(cols, last / s + 1));
-}
-
-// Short row copies and fills, inlined (a library call per 32-float row costs more).
 inline void Copy(const float* __restrict__ src, float* __restrict__ dst, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
@@ -221,42 +157,124 @@ inline void Zero(float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = 0.0f;
 }
 
-// Copies between images [b0, b0 + n) of channel ci of a CNHW array and its phase planes
-// (plane ci * phases + phase at planes + (ci * phases + phase) * stride + b * plane).
-// to_phases: planes = x, 0 where outside the input (each position written once);
-// else x = planes.
-void CopyPhases(bool to_phases, float* x, const Layout& l, int64_t ci, int64_t b0, int64_t n,
-                float* planes, int64_t stride) {
-  for (int64_t a = 0; a < l.sh; ++a)
-    for (int64_t d = 0; d < l.sw; ++d) {
-      float* plane = planes + (ci * l.phases + a * l.sw + d) * stride;
-      int64_t r0, r1, c0, c1;
-      PhaseRange(a, l.sh, l.pt, l.height, l.hq, &r0, &r1);
-      PhaseRange(d, l.sw, l.pl, l.width, l.wq, &c0, &c1);
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t r = 0; r < l.hq; ++r) {
-          float* row = plane + b * l.plane + r * l.wq;
-          if (r < r0 || r >= r1) {
-            if (to_phases) Zero(row, l.wq);
-            continue;
-          }
-          float* src = x + ((ci * l.batch + b0 + b) * l.height + r * l.sh + a - l.pt) * l.width +
-                       d - l.pl;
-          if (l.sw == 1) {
-            if (to_phases) Copy(src + c0, row + c0, c1 - c0);
-            else Copy(row + c0, src + c0, c1 - c0);
-          } else if (to_phases) {
-            for (int64_t c = c0; c < c1; ++c) row[c] = src[c * l.sw];
-          } else {
-            for (int64_t c = c0; c < c1; ++c) src[c * l.sw] = row[c];
-          }
-          if (to_phases) {
-            Zero(row, c0);
-            Zero(row + c1, l.wq - c1);
-          }
+// out[p] for p < n (any n) of an in-place block: whole segments straight into `out`, the
+// last part of one through `tail` (kSegment floats).
+void SumInto(const float* const* inputs, const int32_t* const* masks, const float* values,
+             int64_t taps, int64_t n, float* out, float* tail) {
+  const int64_t whole = n / kSegment * kSegment;
+  SumShifted<true>(inputs, masks, values, taps, 0, whole, out);
+  if (whole == n) return;
+  SumShifted<true>(inputs, masks, values, taps, whole, kSegment, tail);
+  Copy(tail, out + whole, n - whole);
+}
+
+// dst[p] = src[index[p]], or 0 where index[p] < 0, for p < n (vector gathers).
+inline void Gather(const float* __restrict__ src, const int32_t* __restrict__ index, int64_t n,
+                   float* __restrict__ dst) {
+#pragma omp simd
+  for (int64_t p = 0; p < n; ++p) {
+    const int32_t i = index[p];
+    const float v = src[i < 0 ? 0 : i];
+    dst[p] = i < 0 ? 0.0f : v;
+  }
+}
+
+// In place, which positions of a block each kernel offset (i, j) may use: at(i * kw + j)[q],
+// for q in [-reach, grid + reach), is all ones where output position q's input
+// (q + its shift) lies inside q's own image, else 0 (padding, or another image).
+class InPlaceMasks {
+ public:
+  explicit InPlaceMasks(const Layout& l) : size_(l.grid + 2 * l.reach), origin_(l.reach) {
+    if (!l.in_place) return;
+    bits_.resize(l.kh * l.kw * size_);
+    for (int64_t i = 0; i < l.kh; ++i)
+      for (int64_t j = 0; j < l.kw; ++j)
+        for (int64_t q = -origin_; q < size_ - origin_; ++q) {
+          const int64_t r = (q % l.plane + l.plane) % l.plane;
+          const int64_t h = r / l.width + i - l.pt, w = r % l.width + j - l.pl;
+          const bool inside = h >= 0 && h < l.height && w >= 0 && w < l.width;
+          bits_[(i * l.kw + j) * size_ + origin_ + q] = inside ? -1 : 0;
         }
-      if (to_phases) Zero(plane + n * l.plane, stride - n * l.plane);
-    }
+  }
+  const int32_t* at(int64_t offset) const { return bits_.data() + offset * size_ + origin_; }
+
+ private:
+  std::vector<int32_t> bits_;
+  int64_t size_, origin_;
+};
+
+// In place, where a block reads the `n` images of one channel at data[start...]: there,
+// when [start - reach, start + grid + reach) lies inside the array's `size` floats, else
+// in a zero-padded copy in `copy` (the first and last slabs of an array).
+const float* Readable(const float* data, int64_t size, int64_t start, int64_t n,
+                      const Layout& l, std::vector<float>* copy) {
+  if (start >= l.reach && start + l.grid + l.reach <= size) return data + start;
+  copy->assign(l.grid + 2 * l.reach, 0.0f);
+  Copy(data + start, copy->data() + l.reach, n * l.plane);
+  return copy->data() + l.reach;
+}
+
+// Index maps between a block's CNHW slices (one channel's `images` images, from the
+// block's first) and its phase layout; computed once per call, the last block (fewer
+// images) uses their prefixes.
+// Phase plane position (phase by phase) -> input offset, -1 in the padding.
+std::vector<int32_t> PhaseSources(const Layout& l) {
+  std::vector<int32_t> map;
+  map.reserve(l.phases * l.images * l.plane);
+  for (int64_t a = 0; a < l.sh; ++a)
+    for (int64_t d = 0; d < l.sw; ++d)
+      for (int64_t b = 0; b < l.images; ++b)
+        for (int64_t r = 0; r < l.hq; ++r)
+          for (int64_t c = 0; c < l.wq; ++c) {
+            const int64_t h = r * l.sh + a - l.pt, w = c * l.sw + d - l.pl;
+            const bool inside = h >= 0 && h < l.height && w >= 0 && w < l.width;
+            map.push_back(inside ? (b * l.height + h) * l.width + w : -1);
+          }
+  return map;
+}
+
+// Output position (b, h, w) -> its grid position b * plane + h * wq + w.
+std::vector<int32_t> OutputCells(const Layout& l) {
+  std::vector<int32_t> map;
+  map.reserve(l.images * l.ho * l.wo);
+  for (int64_t b = 0; b < l.images; ++b)
+    for (int64_t h = 0; h < l.ho; ++h)
+      for (int64_t w = 0; w < l.wo; ++w) map.push_back(b * l.plane + h * l.wq + w);
+  return map;
+}
+
+// Grid position -> output offset, -1 where the grid has no output.
+std::vector<int32_t> GridOutputs(const Layout& l) {
+  std::vector<int32_t> map;
+  map.reserve(l.images * l.plane);
+  for (int64_t b = 0; b < l.images; ++b)
+    for (int64_t h = 0; h < l.hq; ++h)
+      for (int64_t w = 0; w < l.wq; ++w)
+        map.push_back(h < l.ho && w < l.wo ? (b * l.ho + h) * l.wo + w : -1);
+  return map;
+}
+
+// Input position -> its place in the phase planes of its channel, planes `grid` apart.
+std::vector<int32_t> InputPhases(const Layout& l) {
+  std::vector<int32_t> map;
+  map.reserve(l.images * l.height * l.width);
+  for (int64_t b = 0; b < l.images; ++b)
+    for (int64_t h = l.pt; h < l.pt + l.height; ++h)
+      for (int64_t w = l.pl; w < l.pl + l.width; ++w)
+        map.push_back(((h % l.sh) * l.sw + w % l.sw) * l.grid + b * l.plane +
+                      (h / l.sh) * l.wq + w / l.sw);
+  return map;
+}
+
+// The zero-padded stride phases of n images of one channel (`x`: the block's first
+// image), phase plane by phase plane `stride()` apart, each zero after its n * plane.
+void ToPhases(const float* x, const Layout& l, const int32_t* sources, int64_t n,
+              float* planes) {
+  for (int64_t phase = 0; phase < l.phases; ++phase) {
+    float* plane = planes + phase * l.stride();
+    Gather(x, sources + phase * l.images * l.plane, n * l.plane, plane);
+    Zero(plane + n * l.plane, l.stride() - n * l.plane);
+  }
 }
 
 // The values of `taps`, in their order.
@@ -275,6 +293,34 @@ void UsedChannels(const std::vector<Tap>& taps, const Layout& l, std::vector<cha
     (*in)[t.plane / l.phases] = 1;
     (*out)[t.co] = 1;
   }
+}
+
+// Where a block reads each used channel of a CNHW array `data` of `channels` channels:
+// in place, the channel's slab or a padded copy of it (scratch in `copies`); in phases,
+// its phase planes, copied into `planes`.
+std::vector<const float*> BlockInputs(const float* data, int64_t channels,
+                                      const std::vector<char>& used, const Layout& l,
+                                      const int32_t* sources, int64_t b0, int64_t n,
+                                      std::vector<std::vector<float>>* copies,
+                                      std::vector<float>* planes) {
+  std::vector<const float*> out(channels, nullptr);
+  const int64_t image = l.height * l.width, slab_size = l.batch * image;
+  if (!l.in_place) planes->resize(channels * l.phases * l.stride());
+  size_t copy = 0;
+  for (int64_t c = 0; c < channels; ++c) {
+    if (!used[c]) continue;
+    const int64_t start = c * slab_size + b0 * image;
+    if (!l.in_place) {
+      float* p = planes->data() + c * l.phases * l.stride();
+      ToPhases(data + start, l, sources, n, p);
+      out[c] = p;
+      continue;
+    }
+    if (copy == copies->size()) copies->emplace_back();
+    out[c] = Readable(data, channels * slab_size, start, n, l, &(*copies)[copy]);
+    if (out[c] != data + start) ++copy;
+  }
+  return out;
 }
 
 // Runs body(0..n-1) on the calling thread and XLA's intra-op pool. Helpers claim items
@@ -327,58 +373,43 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   std::vector<char> in_used, out_used;
   UsedChannels(taps, l, &in_used, &out_used);
   const std::vector<float> tap_values = Values(taps, v);
-  float* xs = const_cast<float*>(x.typed_data());  // only read (CopyPhases to phases)
   float* ys = y->typed_data();
   const int64_t out_plane = l.ho * l.wo;
-
-  const bool in_place = l.sh == 1 && l.sw == 1 && l.wo >= kVector;
+  const std::vector<int32_t> sources = l.in_place ? std::vector<int32_t>() : PhaseSources(l);
+  const std::vector<int32_t> cells = l.in_place ? std::vector<int32_t>() : OutputCells(l);
+  const InPlaceMasks masks(l);
 
   ParallelFor(pool, l.blocks, [&](int64_t block) {
     const int64_t b0 = block * l.images, n = std::min(l.images, l.batch - b0);
-    thread_local std::vector<float> xq, out, vals;
+    thread_local std::vector<std::vector<float>> copies;
+    thread_local std::vector<float> planes, out;
     thread_local std::vector<const float*> inputs;
-    thread_local std::vector<const Tap*> used;
+    thread_local std::vector<const int32_t*> tap_masks;
+    const std::vector<const float*> in = BlockInputs(
+        x.typed_data(), l.cin, in_used, l, sources.data(), b0, n, &copies, &planes);
     inputs.resize(taps.size());
-    if (in_place) {
-      vals.resize(taps.size());
-      used.resize(taps.size());
-    } else {
-      xq.resize(l.cin * l.phases * l.stride());
-      out.resize(l.grid);
-      for (int64_t ci = 0; ci < l.cin; ++ci)
-        if (in_used[ci]) CopyPhases(true, xs, l, ci, b0, n, xq.data(), l.stride());
-    }
+    tap_masks.resize(taps.size());
+    out.resize(l.grid);
     for (int64_t co = 0; co < l.cout; ++co) {
       float* y_co = ys + (co * l.batch + b0) * out_plane;
       if (!out_used[co]) {
-        std::fill(y_co, y_co + n * out_plane, 0.0f);
+        Zero(y_co, n * out_plane);
         continue;
       }
-      if (in_place) {
-        for (int64_t b = 0; b < n; ++b)
-          RowsInPlace(l, taps.data() + begin[co], tap_values.data() + begin[co],
-                      begin[co + 1] - begin[co], xs, b0 + b, y_co + b * out_plane,
-                      inputs.data(), vals.data(), used.data());
+      for (int64_t t = begin[co]; t < begin[co + 1]; ++t) {
+        inputs[t] = in[taps[t].plane / l.phases] + (taps[t].plane % l.phases) * l.stride() +
+                    taps[t].shift;
+        if (l.in_place) tap_masks[t] = masks.at(taps[t].offset);
+      }
+      const int64_t b = begin[co], m = begin[co + 1] - begin[co];
+      if (l.in_place) {
+        SumInto(inputs.data() + b, tap_masks.data() + b, tap_values.data() + b, m,
+                n * out_plane, y_co, out.data());
         continue;
       }
-      for (int64_t t = begin[co]; t < begin[co + 1]; ++t)
-        inputs[t] = xq.data() + taps[t].plane * l.stride() + taps[t].shift;
-      const float* const* first = inputs.data() + begin[co];
-      const float* first_value = tap_values.data() + begin[co];
-      const int64_t count = begin[co + 1] - begin[co];
-      if (l.wo >= kVector) {  // Row by row, straight into y (no padded columns computed).
-        for (int64_t b = 0; b < n; ++b)
-          for (int64_t h = 0; h < l.ho; ++h)
-            SumRows(first, first_value, count, b * l.plane + h * l.wq, l.wo,
-                    y_co + (b * l.ho + h) * l.wo);
-        continue;
-      }
-      // Narrow rows: whole segments of the padded grid, then cropped.
-      SumShifted(first, first_value, count, CeilDiv(n * l.plane, kSegment) * kSegment,
-                 out.data());
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t h = 0; h < l.ho; ++h)
-          Copy(out.data() + b * l.plane + h * l.wq, y_co + (b * l.ho + h) * l.wo, l.wo);
+      SumShifted<false>(inputs.data() + b, nullptr, tap_values.data() + b, m, 0,
+                        CeilDiv(n * l.plane, kSegment) * kSegment, out.data());
+      Gather(out.data(), cells.data(), n * out_plane, y_co);
     }
   });
   return ffi::Error::Success();
@@ -404,58 +435,91 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   UsedChannels(taps, l, &in_used, &out_used);
   UsedChannels(by_plane, l, &in_grad_used, &unused);
   const std::vector<float> tap_values = Values(by_plane, v);
-  float* xs = const_cast<float*>(x.typed_data());  // only read (CopyPhases to phases)
   const float* dys = dy.typed_data();
   float* dxs = dx->typed_data();
-  // Output gradients sit after `slack` zeros, so that shifting back stays in the buffer.
-  const int64_t dy_stride = l.slack + l.grid;
+  // In phases, output gradients sit after `reach` zeros, so that shifting back stays in
+  // the buffer.
+  const int64_t dy_stride = l.reach + l.grid;
   const int64_t in_plane = l.height * l.width, out_plane = l.ho * l.wo;
+  const std::vector<int32_t> sources = l.in_place ? std::vector<int32_t>() : PhaseSources(l);
+  const std::vector<int32_t> outputs = l.in_place ? std::vector<int32_t>() : GridOutputs(l);
+  const std::vector<int32_t> phases = l.in_place ? std::vector<int32_t>() : InputPhases(l);
+  const InPlaceMasks masks(l);
   std::vector<float> per_block(l.blocks * used);
 
   ParallelFor(pool, l.blocks, [&](int64_t block) {
     const int64_t b0 = block * l.images, n = std::min(l.images, l.batch - b0);
     const int64_t length = CeilDiv(n * l.plane, kSegment) * kSegment;
-    thread_local std::vector<float> xq, dyq, dxq;
+    thread_local std::vector<std::vector<float>> copies;
+    thread_local std::vector<float> planes, dyq, dxq;
     thread_local std::vector<const float*> inputs;
-    inputs.resize(by_plane.size());
-    xq.resize(l.cin * l.phases * l.stride());
-    dyq.resize(l.cout * dy_stride);
-    dxq.resize(l.cin * l.phases * l.grid);
-    for (int64_t ci = 0; ci < l.cin; ++ci)
-      if (in_used[ci]) CopyPhases(true, xs, l, ci, b0, n, xq.data(), l.stride());
-    for (int64_t co = 0; co < l.cout; ++co) {
-      if (!out_used[co]) continue;
-      float* grad = dyq.data() + co * dy_stride;
-      Zero(grad, l.slack);
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t h = 0; h < l.hq; ++h) {
-          float* row = grad + l.slack + b * l.plane + h * l.wq;
-          if (h < l.ho) Copy(dys + ((co * l.batch + b0 + b) * l.ho + h) * l.wo, row, l.wo);
-          Zero(row + (h < l.ho ? l.wo : 0), h < l.ho ? l.wq - l.wo : l.wq);
-        }
-      Zero(grad + l.slack + n * l.plane, l.grid - n * l.plane);
+    thread_local std::vector<const int32_t*> tap_masks;
+    const std::vector<const float*> in = BlockInputs(
+        x.typed_data(), l.cin, in_used, l, sources.data(), b0, n, &copies, &planes);
+    // The output gradient of each used channel: in place, where it is (or a padded copy);
+    // in phases, on the grid.
+    std::vector<const float*> grads(l.cout, nullptr);
+    if (l.in_place) {
+      thread_local std::vector<std::vector<float>> grad_copies;
+      grads = BlockInputs(dys, l.cout, out_used, l, nullptr, b0, n, &grad_copies, nullptr);
+    } else {
+      dyq.resize(l.cout * dy_stride);
+      for (int64_t co = 0; co < l.cout; ++co) {
+        if (!out_used[co]) continue;
+        float* grad = dyq.data() + co * dy_stride;
+        Zero(grad, l.reach);
+        Gather(dys + (co * l.batch + b0) * out_plane, outputs.data(), n * l.plane,
+               grad + l.reach);
+        Zero(grad + l.reach + n * l.plane, l.grid - n * l.plane);
+        grads[co] = grad + l.reach;
+      }
     }
+    // Values gradient: one dot product per tap over the block's (grid) positions.
+    const int64_t positions = l.in_place ? n * out_plane : length;
     for (const Tap& t : taps) {
-      const float* __restrict__ in = xq.data() + t.plane * l.stride() + t.shift;
-      const float* __restrict__ grad = dyq.data() + t.co * dy_stride + l.slack;
+      const float* __restrict__ input = in[t.plane / l.phases] +
+                                        (t.plane % l.phases) * l.stride() + t.shift;
+      const float* __restrict__ grad = grads[t.co];
       float sum = 0.0f;
+      if (l.in_place) {
+        const int32_t* __restrict__ mask = masks.at(t.offset);
 #pragma omp simd reduction(+ : sum)
-      for (int64_t p = 0; p < length; ++p) sum += in[p] * grad[p];
+        for (int64_t p = 0; p < positions; ++p) {
+          const float kept = mask[p] ? input[p] : 0.0f;
+          sum += kept * grad[p];
+        }
+      } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t p = 0; p < positions; ++p) sum += input[p] * grad[p];
+      }
       per_block[block * used + t.k] = sum;
     }
+    // Input gradient: per input channel, its taps' output gradients shifted back.
+    inputs.resize(by_plane.size());
+    tap_masks.resize(by_plane.size());
+    dxq.resize(l.phases * l.grid);
     for (int64_t ci = 0; ci < l.cin; ++ci) {
+      float* dx_ci = dxs + (ci * l.batch + b0) * in_plane;
       if (!in_grad_used[ci]) {
-        float* dx_ci = dxs + (ci * l.batch + b0) * in_plane;
-        std::fill(dx_ci, dx_ci + n * in_plane, 0.0f);
+        Zero(dx_ci, n * in_plane);
         continue;
       }
-      for (int64_t p = ci * l.phases; p < (ci + 1) * l.phases; ++p) {
-        for (int64_t t = begin[p]; t < begin[p + 1]; ++t)
-          inputs[t] = dyq.data() + by_plane[t].co * dy_stride + l.slack - by_plane[t].shift;
-        SumShifted(inputs.data() + begin[p], tap_values.data() + begin[p],
-                   begin[p + 1] - begin[p], length, dxq.data() + p * l.grid);
+      for (int64_t phase = 0; phase < l.phases; ++phase) {
+        const int64_t p = ci * l.phases + phase;
+        for (int64_t t = begin[p]; t < begin[p + 1]; ++t) {
+          inputs[t] = grads[by_plane[t].co] - by_plane[t].shift;
+          if (l.in_place) tap_masks[t] = masks.at(by_plane[t].offset) - by_plane[t].shift;
+        }
+        const int64_t b = begin[p], m = begin[p + 1] - begin[p];
+        if (l.in_place) {
+          SumInto(inputs.data() + b, tap_masks.data() + b, tap_values.data() + b, m,
+                  n * in_plane, dx_ci, dxq.data());
+        } else {
+          SumShifted<false>(inputs.data() + b, nullptr, tap_values.data() + b, m, 0, length,
+                            dxq.data() + phase * l.grid);
+        }
       }
-      CopyPhases(false, dxs, l, ci, b0, n, dxq.data(), l.grid);
+      if (!l.in_place) Gather(dxq.data(), phases.data(), n * in_plane, dx_ci);
     }
   });
 

@@ -39,10 +39,11 @@ def _value_and_grads(fn, x, kernel, dy):
 
 # (batch, size, cin, cout, kernel, stride, kept): every kernel shape and stride the ResNets
 # use (3x3 s1/s2, 1x1 s1/s2 shortcuts and bottlenecks, the 7x7 s2 ImageNet stem), odd sizes.
-# The last two are large enough for the native kernels to split the batch into blocks.
+# The two 64-channel cases are large enough for the native kernels to split the batch into
+# blocks (30x30: blocks that end in a partial segment).
 CASES = [(4, 8, 5, 6, 3, 1, 40), (4, 9, 5, 6, 3, 2, 40), (3, 8, 6, 4, 1, 1, 9),
          (3, 9, 6, 4, 1, 2, 9), (2, 13, 3, 5, 7, 2, 60), (2, 7, 4, 4, 3, 1, 1),
-         (3, 32, 64, 64, 3, 1, 300), (3, 31, 64, 64, 3, 2, 200), (2, 16, 8, 8, 1, 1, 20)]
+         (3, 30, 64, 64, 3, 1, 300), (3, 31, 64, 64, 3, 2, 200), (2, 16, 8, 8, 1, 1, 20)]
 
 
 @pytest.mark.parametrize("batch,size,cin,cout,k,stride,kept", CASES)
@@ -99,6 +100,22 @@ def test_dense_kernel_grad_equals_the_dense_convolution_gradient(batch, size, ci
   assert np.count_nonzero(np.asarray(got[2])[~np.asarray(mask)]) > 0  # pruned positions too
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("pad", [((0, 0), (0, 0)), ((0, 1), (1, 0)), ((2, 1), (1, 2))])
+def test_paddings_other_than_same(stride, pad, kernel_path):
+  # Outputs smaller or larger than the input take the phase layout even at stride 1.
+  x, kernel, mask = _problem(7, 3, 9, 5, 6, 3, 50)
+  dense = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+      x, k, (stride, stride), pad, dimension_numbers=_CNHW)
+  dy = jnp.asarray(np.random.default_rng(2).standard_normal(
+      jax.eval_shape(dense, x, kernel).shape), jnp.float32)
+  got = jax.jit(lambda x, k: _value_and_grads(
+      lambda x, k: sparse_conv.conv(x, k, mask, 50, (stride, stride), pad), x, k, dy))(x, kernel)
+  want = _value_and_grads(dense, x, kernel, dy)
+  for g, w, m in zip(got, want, (1, 1, mask)):
+    np.testing.assert_allclose(g, w * m, rtol=1e-5, atol=1e-4)
 
 
 def test_kept_weights_at_zero_get_their_gradient(kernel_path):
