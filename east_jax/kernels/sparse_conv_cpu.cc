@@ -147,6 +147,32 @@ void SumShifted(const float* const* inputs, const int32_t* const* masks, const f
   }
 }
 
+// sum over p < n of a[p] * b[p] (with `mask`: where mask[p] is set), in four vectors of
+// partial sums over whole segments, then the rest.
+template <bool kMasked>
+float Dot(const float* a, const float* b, const int32_t* mask, int64_t n) {
+  Vec acc[4] = {};
+  const int64_t whole = n / kSegment * kSegment;
+  for (int64_t p = 0; p < whole; p += kSegment) {
+    const Vec* x = reinterpret_cast<const Vec*>(a + p);
+    const Vec* y = reinterpret_cast<const Vec*>(b + p);
+    for (int r = 0; r < 4; ++r) {
+      if constexpr (kMasked) {
+        const Bits* m = reinterpret_cast<const Bits*>(mask + p);
+        acc[r] += (Vec)((Bits)x[r] & m[r]) * y[r];
+      } else {
+        acc[r] += x[r] * y[r];
+      }
+    }
+  }
+  const Vec total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  float sum = 0.0f;
+  for (int i = 0; i < kVector; ++i) sum += total[i];
+  for (int64_t p = whole; p < n; ++p)
+    if (!kMasked || mask[p]) sum += a[p] * b[p];
+  return sum;
+}
+
 inline void Copy(const float* __restrict__ src, float* __restrict__ dst, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
@@ -267,10 +293,12 @@ std::vector<int32_t> InputPhases(const Layout& l) {
 }
 
 // The zero-padded stride phases of n images of one channel (`x`: the block's first
-// image), phase plane by phase plane `stride()` apart, each zero after its n * plane.
-void ToPhases(const float* x, const Layout& l, const int32_t* sources, int64_t n,
-              float* planes) {
+// image), phase plane by phase plane `stride()` apart, each zero after its n * plane;
+// only the `used` ones.
+void ToPhases(const float* x, const Layout& l, const int32_t* sources, const char* used,
+              int64_t n, float* planes) {
   for (int64_t phase = 0; phase < l.phases; ++phase) {
+    if (!used[phase]) continue;
     float* plane = planes + phase * l.stride();
     Gather(x, sources + phase * l.images * l.plane, n * l.plane, plane);
     Zero(plane + n * l.plane, l.stride() - n * l.plane);
@@ -284,20 +312,20 @@ std::vector<float> Values(const std::vector<Tap>& taps, const float* values) {
   return out;
 }
 
-// Which input channels (ci) and output channels (co) some tap uses.
-void UsedChannels(const std::vector<Tap>& taps, const Layout& l, std::vector<char>* in,
-                  std::vector<char>* out) {
-  in->assign(l.cin, 0);
+// Which input planes (ci * phases + phase) and output channels (co) some tap uses.
+void UsedPlanes(const std::vector<Tap>& taps, const Layout& l, std::vector<char>* in,
+                std::vector<char>* out) {
+  in->assign(l.cin * l.phases, 0);
   out->assign(l.cout, 0);
   for (const Tap& t : taps) {
-    (*in)[t.plane / l.phases] = 1;
+    (*in)[t.plane] = 1;
     (*out)[t.co] = 1;
   }
 }
 
-// Where a block reads each used channel of a CNHW array `data` of `channels` channels:
-// in place, the channel's slab or a padded copy of it (scratch in `copies`); in phases,
-// its phase planes, copied into `planes`.
+// Where a block reads each channel of a CNHW array `data` of `channels` channels that
+// has a `used` plane (channel * phases + phase): in place, the channel's slab or a padded
+// copy of it (scratch in `copies`); in phases, its phase planes, copied into `planes`.
 std::vector<const float*> BlockInputs(const float* data, int64_t channels,
                                       const std::vector<char>& used, const Layout& l,
                                       const int32_t* sources, int64_t b0, int64_t n,
@@ -308,11 +336,12 @@ std::vector<const float*> BlockInputs(const float* data, int64_t channels,
   if (!l.in_place) planes->resize(channels * l.phases * l.stride());
   size_t copy = 0;
   for (int64_t c = 0; c < channels; ++c) {
-    if (!used[c]) continue;
+    const char* used_phases = used.data() + c * l.phases;
+    if (std::none_of(used_phases, used_phases + l.phases, [](char u) { return u; })) continue;
     const int64_t start = c * slab_size + b0 * image;
     if (!l.in_place) {
       float* p = planes->data() + c * l.phases * l.stride();
-      ToPhases(data + start, l, sources, n, p);
+      ToPhases(data + start, l, sources, used_phases, n, p);
       out[c] = p;
       continue;
     }
@@ -371,7 +400,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       DecodeTaps(indices.typed_data(), UsedSlots(count, indices.element_count()), l), v,
       l.cout, [](const Tap& t) { return t.co; }, &begin);
   std::vector<char> in_used, out_used;
-  UsedChannels(taps, l, &in_used, &out_used);
+  UsedPlanes(taps, l, &in_used, &out_used);
   const std::vector<float> tap_values = Values(taps, v);
   float* ys = y->typed_data();
   const int64_t out_plane = l.ho * l.wo;
@@ -432,8 +461,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const std::vector<Tap> by_plane = GroupTaps(
       taps, v, l.cin * l.phases, [](const Tap& t) { return t.plane; }, &begin);
   std::vector<char> in_used, out_used, in_grad_used, unused;
-  UsedChannels(taps, l, &in_used, &out_used);
-  UsedChannels(by_plane, l, &in_grad_used, &unused);
+  UsedPlanes(taps, l, &in_used, &out_used);
+  UsedPlanes(by_plane, l, &in_grad_used, &unused);
   const std::vector<float> tap_values = Values(by_plane, v);
   const float* dys = dy.typed_data();
   float* dxs = dx->typed_data();
@@ -477,22 +506,10 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     // Values gradient: one dot product per tap over the block's (grid) positions.
     const int64_t positions = l.in_place ? n * out_plane : length;
     for (const Tap& t : taps) {
-      const float* __restrict__ input = in[t.plane / l.phases] +
-                                        (t.plane % l.phases) * l.stride() + t.shift;
-      const float* __restrict__ grad = grads[t.co];
-      float sum = 0.0f;
-      if (l.in_place) {
-        const int32_t* __restrict__ mask = masks.at(t.offset);
-#pragma omp simd reduction(+ : sum)
-        for (int64_t p = 0; p < positions; ++p) {
-          const float kept = mask[p] ? input[p] : 0.0f;
-          sum += kept * grad[p];
-        }
-      } else {
-#pragma omp simd reduction(+ : sum)
-        for (int64_t p = 0; p < positions; ++p) sum += input[p] * grad[p];
-      }
-      per_block[block * used + t.k] = sum;
+      const float* input = in[t.plane / l.phases] + (t.plane % l.phases) * l.stride() + t.shift;
+      per_block[block * used + t.k] =
+          l.in_place ? Dot<true>(input, grads[t.co], masks.at(t.offset), positions)
+                     : Dot<false>(input, grads[t.co], nullptr, positions);
     }
     // Input gradient: per input channel, its taps' output gradients shifted back.
     inputs.resize(by_plane.size());
@@ -500,7 +517,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     dxq.resize(l.phases * l.grid);
     for (int64_t ci = 0; ci < l.cin; ++ci) {
       float* dx_ci = dxs + (ci * l.batch + b0) * in_plane;
-      if (!in_grad_used[ci]) {
+      const char* grad_phases = in_grad_used.data() + ci * l.phases;
+      if (std::none_of(grad_phases, grad_phases + l.phases, [](char u) { return u; })) {
         Zero(dx_ci, n * in_plane);
         continue;
       }
