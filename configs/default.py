@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.stem = "cifar"           # cifar (3x3 s1) | imagenet (7x7 s2 + max-pool)
   config.model.dtype = "float32"        # compute: float32 | bfloat16 (params, optimizer: float32)
   config.model.kernel_grad = "auto"     # conv kernel gradients: auto (matmul on CPU) | xla | matmul
-  config.model.sparse_compute = "auto"  # compute over kept weights: auto (CPU, <= 3%) | on | off
+  config.model.sparse_compute = "auto"  # compute over kept weights: auto (CPU, <= 5%) | on | off
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "cifar10"

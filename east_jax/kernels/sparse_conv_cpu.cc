@@ -447,7 +447,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                     ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> indices,
                     ffi::BufferR0<ffi::S32> count, ffi::Buffer<ffi::F32> dy,
-                    ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dvalues,
+                    ffi::AnyBuffer /*after*/, ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dvalues,
                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   ffi::Error shapes = CheckShapes(x.dimensions(), dy.dimensions(), values.element_count(),
                                   indices.element_count());
@@ -582,5 +582,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EastSparseConvForward, Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EastSparseConvBackward, Backward,
                               WithGeometry(WithInputs(ffi::Ffi::Bind())
                                                .Arg<ffi::Buffer<ffi::F32>>()
+                                               .Arg<ffi::AnyBuffer>()
                                                .Ret<ffi::Buffer<ffi::F32>>()
                                                .Ret<ffi::Buffer<ffi::F32>>()));

@@ -89,28 +89,46 @@ def kernel_grad(x, dy, kernel_shape, strides, padding, layout: str = "NHWC"):
   input and the gradient of its output.
 
   kernel[i, j] = sum over b, h, w of x_padded[b, h*sh + i, w*sw + j, :] (outer) dy[b, h, w, :].
+  At stride 1 the windows are taken of the (padded) output gradient instead, the input
+  staying as it is: x_padded[h + i] dy[h] = x[h'] dy_padded[h' + kh - 1 - i]. Windows of
+  x would only depend on x, and XLA then computes them (a padded copy of each layer's
+  input) in the forward pass and keeps them alive until the backward pass.
   """
   kh, kw, cin, cout = kernel_shape
-  sh, sw = strides
   first = layout == "CNHW"
   rows = 2 if first else 1  # the height axis (width follows it)
-  ho, wo = dy.shape[rows:rows + 2]
-  spatial = [(0, 0)] * x.ndim
-  spatial[rows:rows + 2] = padding
-  xp = jnp.pad(x, spatial)
-
-  def window(i, j):
-    start, limit, step = [0] * x.ndim, list(xp.shape), [1] * x.ndim
-    start[rows:rows + 2] = i, j
-    limit[rows:rows + 2] = i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1
-    step[rows:rows + 2] = sh, sw
-    return lax.slice(xp, start, limit, step)
-
-  patches = [window(i, j) for i in range(kh) for j in range(kw)]
+  features = 0 if first else -1
   product = functools.partial(jnp.einsum, "cbhw,obhw->co" if first else "bhwc,bhwo->co",
                               preferred_element_type=jnp.float32)
+  if tuple(strides) == (1, 1):
+    (pt, pb), (pl, pr) = padding
+    gp = _pad_spatial(dy, rows, ((kh - 1 - pt, x.shape[rows] + pt - dy.shape[rows]),
+                                 (kw - 1 - pl, x.shape[rows + 1] + pl - dy.shape[rows + 1])))
+    windows = [_window(gp, rows, (kh - 1 - i, kw - 1 - j), x.shape[rows:rows + 2], (1, 1))
+               for i in range(kh) for j in range(kw)]
+    if kh * kw * cout <= _IM2COL_MAX_ROWS:  # (cin, kh * kw * cout), offsets major
+      grad = product(x, jnp.concatenate(windows, axis=features))
+      return grad.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3)
+    return jnp.stack([product(x, w) for w in windows]).reshape(kernel_shape)
+  xp = _pad_spatial(x, rows, padding)
+  patches = [_window(xp, rows, (i, j), dy.shape[rows:rows + 2], strides)
+             for i in range(kh) for j in range(kw)]
   if kh * kw * cin <= _IM2COL_MAX_ROWS:
-    grad = product(jnp.concatenate(patches, axis=0 if first else -1), dy)
+    grad = product(jnp.concatenate(patches, axis=features), dy)
   else:
     grad = jnp.stack([product(p, dy) for p in patches])
   return grad.reshape(kernel_shape)
+
+
+def _pad_spatial(a, rows, padding):
+  spatial = [(0, 0)] * a.ndim
+  spatial[rows:rows + 2] = padding
+  return jnp.pad(a, spatial)
+
+
+def _window(a, rows, start, size, strides):
+  """The (size) window of `a`'s spatial axes (from `rows` on) at `start`, strided."""
+  begin, limit, step = [0] * a.ndim, list(a.shape), [1] * a.ndim
+  for axis, (s, n, k) in enumerate(zip(start, size, strides)):
+    begin[rows + axis], limit[rows + axis], step[rows + axis] = s, s + k * (n - 1) + 1, k
+  return lax.slice(a, begin, limit, step)

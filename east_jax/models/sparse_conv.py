@@ -43,13 +43,13 @@ from east_jax.models.conv import same_variance
 
 SPARSE_COMPUTE = ("auto", "on", "off")
 # "auto" on XLA's CPU backend computes a layer over its kept weights when it keeps at most
-# this fraction of its kernel. `python -m benchmarks.sparse_compute --layers
-# --kernels=native,xla` (2 cores, 2026-12-01; forward + both gradients, batch 128): the
-# native kernels beat the dense convolution up to 10% kept at 32x32 and 16x16, and to
-# 3-10% at 8x8 and 4x4; XLA's gather / scatter path (no C++ compiler) only to 0.5-0.7% at
-# 4x4, 1-1.5% at 8x8 and 16x16. Other backends keep their dense convolutions under "auto"
-# (not measured yet).
-CPU_MAX_DENSITY = 0.03
+# this fraction of its kernel. `python -m benchmarks.sparse_compute --layers` (2 cores,
+# 2026-12-02; forward + both gradients, batch 128): the native kernels beat the dense
+# convolution up to about 10% kept at 4x4 (at 5%: 1.7x faster) and well beyond it at
+# 8x8 to 32x32; XLA's gather / scatter path (no C++ compiler; 2026-12-01) only to
+# 0.5-0.7% at 4x4, 1-1.5% at 8x8 and 16x16. Other backends keep their dense
+# convolutions under "auto" (not measured yet).
+CPU_MAX_DENSITY = 0.05
 XLA_CPU_MAX_DENSITY = 0.005
 # Largest planes buffer of one chunk of taps (16 MiB in float32). 4 MiB lowered the peak
 # at 99.9% (ResNet-34 RigL, batch 128: 1508 -> 1411 MB) but raised it at 99.99% (1014 ->
@@ -258,14 +258,19 @@ def _sparse_conv_fwd(x, values, indices, count, kernel_shape, strides, padding):
 
 
 def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
+  return (*_input_and_values_grads(kernel_shape, strides, padding, residuals, dy), None, None)
+
+
+def _input_and_values_grads(kernel_shape, strides, padding, residuals, dy, after=None):
+  """(x gradient, values gradient); on the native path computed only once `after` exists."""
   x, values, indices, count = residuals
   g = _Geometry(x.shape, kernel_shape, strides, padding)
   if _native():
     results = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
                jax.ShapeDtypeStruct(values.shape, jnp.float32))
     x_grad, values_grad = _native_call(kernels.BACKWARD, results, g, x, values, indices,
-                                       count, dy)
-    return x_grad.astype(x.dtype), values_grad.astype(values.dtype), None, None
+                                       count, dy, count if after is None else after)
+    return x_grad.astype(x.dtype), values_grad.astype(values.dtype)
   xq = g.to_phases(x)
 
   def chunk_grads(xq_grad, chunk):
@@ -281,7 +286,7 @@ def _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy):
   zeros = same_variance(jnp.zeros(xq.shape, jnp.float32), xq, dy, values)[0]
   xq_grad, values_grad = lax.scan(chunk_grads, zeros, _chunked_taps(g, indices, values))
   values_grad = values_grad.reshape(-1)[:len(values)].astype(values.dtype)
-  return g.from_phases(xq_grad).astype(xq.dtype), values_grad, None, None
+  return g.from_phases(xq_grad).astype(xq.dtype), values_grad
 
 
 sparse_conv.defvjp(_sparse_conv_fwd, _sparse_conv_bwd)
@@ -301,9 +306,13 @@ def _dense_grad_fwd(x, kernel, indices, count, kernel_shape, strides, padding):
 
 
 def _dense_grad_bwd(kernel_shape, strides, padding, residuals, dy):
-  x = residuals[0]
-  x_grad = _sparse_conv_bwd(kernel_shape, strides, padding, residuals, dy)[0]
-  kernel_grad = conv_lib.kernel_grad(x, dy, kernel_shape, strides, padding, layout="CNHW")
+  kernel_grad = conv_lib.kernel_grad(residuals[0], dy, kernel_shape, strides, padding,
+                                     layout="CNHW")
+  # The input gradient only after the kernel's: XLA would otherwise leave every layer's
+  # kernel gradient to the end of the backward pass, keeping all their output gradients
+  # alive until then.
+  x_grad = _input_and_values_grads(kernel_shape, strides, padding, residuals, dy,
+                                   after=kernel_grad)[0]
   return x_grad, kernel_grad.astype(residuals[1].dtype), None, None
 
 
