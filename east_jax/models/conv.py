@@ -4,7 +4,8 @@ XLA's CPU backend computes a convolution's kernel gradient as another convolutio
 whose window is the whole output feature map; for ResNet's 32x32x64 3x3 convolutions
 that runs at ~3.5 GFLOP/s, 15x slower than the forward pass (benchmarks/cpu_gap.py).
 Written as one matrix product per kernel offset, sum over (batch, height, width) of
-input patch x output gradient, the same gradient runs about 6x faster there. The
+input x shifted output gradient (or, strided, input patch x output gradient), the same
+gradient runs about 6x faster there. The
 input gradient and the forward pass stay XLA's own. GPUs and TPUs keep XLA's
 convolution gradients (`kernel_grad="auto"`).
 """
