@@ -312,6 +312,11 @@ std::vector<float> Values(const std::vector<Tap>& taps, const float* values) {
   return out;
 }
 
+// Whether any of a channel's `phases` flags is set.
+bool AnyPhase(const char* flags, int64_t phases) {
+  return std::any_of(flags, flags + phases, [](char f) { return f != 0; });
+}
+
 // Which input planes (ci * phases + phase) and output channels (co) some tap uses.
 void UsedPlanes(const std::vector<Tap>& taps, const Layout& l, std::vector<char>* in,
                 std::vector<char>* out) {
@@ -337,7 +342,7 @@ std::vector<const float*> BlockInputs(const float* data, int64_t channels,
   size_t copy = 0;
   for (int64_t c = 0; c < channels; ++c) {
     const char* used_phases = used.data() + c * l.phases;
-    if (std::none_of(used_phases, used_phases + l.phases, [](char u) { return u; })) continue;
+    if (!AnyPhase(used_phases, l.phases)) continue;
     const int64_t start = c * slab_size + b0 * image;
     if (!l.in_place) {
       float* p = planes->data() + c * l.phases * l.stride();
@@ -518,7 +523,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     for (int64_t ci = 0; ci < l.cin; ++ci) {
       float* dx_ci = dxs + (ci * l.batch + b0) * in_plane;
       const char* grad_phases = in_grad_used.data() + ci * l.phases;
-      if (std::none_of(grad_phases, grad_phases + l.phases, [](char u) { return u; })) {
+      if (!AnyPhase(grad_phases, l.phases)) {
         Zero(dx_ci, n * in_plane);
         continue;
       }
