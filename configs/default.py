@@ -53,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.0
 
   config.sparsity = ml_collections.ConfigDict()
-  config.sparsity.method = "dense"      # dense | static | set | rigl | gmp | east
+  config.sparsity.method = "dense"      # dense | static | set | rigl | gmp | east |
+                                        # snip | grasp | synflow | granet
   config.sparsity.sparsity = 0.0        # fraction of prunable weights removed, e.g. 0.999
   config.sparsity.distribution = "erk"  # erk | uniform
   config.sparsity.keep_stem_dense = False        # RigL convention: True
@@ -66,6 +67,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.update_end_step = -1           # -1 = end of training
   config.sparsity.drop_fraction = 0.5            # cosine decay ...
   config.sparsity.drop_fraction_final = 0.005    # ... to this at the end of training
+  # Pruning at initialisation (snip, grasp, synflow): masks scored once before the first step,
+  # then fixed. scope: global (one top-k over all layers, the references) | layerwise (each
+  # layer keeps its `distribution` count).
+  config.sparsity.scope = "global"
+  config.sparsity.synflow_rounds = 100           # SynFlow's iterations (exponential schedule)
+  config.sparsity.grasp_samples_per_class = 10   # GraSP's scoring batch ...
+  config.sparsity.grasp_temperature = 200.0      # ... and its logit temperature
+  # GraNet: from ERK masks at 1 - init_sparsity, global magnitude pruning to `sparsity` on the
+  # cubic schedule from update_start_step until prune_end (fraction of training), and RigL's
+  # drop / regrow at every update until the end.
+  config.sparsity.init_sparsity = 0.5
+  config.sparsity.prune_end = 0.5
 
   # EAST's tricks (used when sparsity.method == "east"; METHOD.md sections 2-4).
   config.east = ml_collections.ConfigDict()

@@ -2,23 +2,75 @@
 
 Each save writes a new step folder atomically (orbax finalises a temporary folder
 by renaming it), so a save killed halfway leaves every earlier checkpoint intact and
-`restore_latest` skips it. `keep` bounds how many are kept.
+`restore_latest` skips it. `keep` bounds how many are kept. A checkpoint whose files
+cannot be read (damaged on disk, as opposed to one of another model) is named, moved to
+`<workdir>/damaged_checkpoints/` (never deleted) and the run resumes from the newest
+readable one.
 """
 
 import os
+import re
+import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from east_jax.errors import UserInputError
+
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class DamagedCheckpoint(UserInputError):
+  """A checkpoint whose files cannot be read back."""
+
+  def __init__(self, step: int, path: str, reason: str):
+    self.step, self.path = step, path
+    super().__init__(f"The checkpoint of step {step} cannot be read: {path} is damaged "
+                     f"({reason}).")
+
+
+def _unreadable_file(error: Exception, step_dir: str) -> str:
+  """The file named last in a tensorstore error (the innermost one), else the step folder."""
+  files = re.findall(r'local file "([^"]+)"', str(error))
+  return files[-1] if files else step_dir
+
+
+def _status(error: Exception) -> str:
+  """The error's status code (e.g. DATA_LOSS) or its type."""
+  match = re.match(r"\s*([A-Z_]{4,}):", str(error))
+  return match.group(1) if match else type(error).__name__
+
+
+def _verify(step: int, step_dir: str) -> None:
+  """Reads every stored value of a checkpoint's state, one at a time, and raises
+  DamagedCheckpoint naming the first unreadable file. (Orbax reads them concurrently: a
+  failed read there leaves others in flight, which print tracebacks when they finish.)"""
+  try:
+    store = ts.KvStore.open({"driver": "ocdbt",
+                             "base": f"file://{os.path.join(step_dir, 'state')}/"}).result()
+    for key in store.list().result():
+      store.read(key).result()
+  except Exception as e:  # noqa: BLE001 - tensorstore reports damage as ValueError and others.
+    raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """{'params/conv/kernel': shape} of a pytree (attributes, keys and indices alike)."""
+  def name(path):
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                    for k in path)
+  return {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 class Checkpointer:
   """Saves and restores {state, data} under `<workdir>/checkpoints/<step>`."""
 
   def __init__(self, workdir: str, *, keep: int):
+    self._workdir = os.path.abspath(workdir)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+    self._manager = ocp.CheckpointManager(os.path.join(self._workdir, "checkpoints"),
                                           options=options, item_names=("state", "data"))
 
   def latest_step(self) -> int | None:
@@ -34,23 +86,77 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def restore_latest(self, like_state):
-    """(state, data_state) of the latest checkpoint shaped and sharded like `like_state`,
-    or None when there is none."""
-    step = self._manager.latest_step()
-    return None if step is None else self.restore(like_state, step)
+    """(state, data_state) of the newest readable checkpoint shaped and sharded like
+    `like_state`, or None when there is none. Newer damaged checkpoints are moved to
+    `<workdir>/damaged_checkpoints/` with a warning; if none is readable, nothing moves
+    and a DamagedCheckpoint names them all."""
+    damaged = []
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self.restore(like_state, step)
+      except DamagedCheckpoint as e:
+        damaged.append(e)
+        continue
+      for e in damaged:
+        self._set_aside(e)
+      return restored
+    if damaged:
+      raise UserInputError(
+          "No checkpoint can be read: " + " ".join(str(e) for e in damaged) + " Nothing was "
+          f"moved or deleted; move {self._manager.directory} away to train from step 0, or pass "
+          "a new --workdir.")
+    return None
 
   def restore(self, like_state, step: int):
-    """(state, data_state) of the checkpoint of `step`, shaped and sharded like `like_state`."""
+    """(state, data_state) of the checkpoint of `step`, shaped and sharded like `like_state`.
+    Raises DamagedCheckpoint when its files cannot be read, UserInputError when it holds
+    another model's state."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    step_dir = os.path.join(str(self._manager.directory), str(step))
+    _verify(step, step_dir)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types.
+      mismatch = self._mismatch(abstract, step_dir)
+      if mismatch is None:
+        raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
       raise UserInputError(
           f"The checkpoint of step {step} in {self._manager.directory} does not match this "
-          f"config (model, optimizer or sparsity method changed?): {str(e)[:300]}. Resume with "
-          "the config it was written with, or pass a new --workdir.") from None
+          f"config ({mismatch}). Resume with the config it was written with, or pass a new "
+          "--workdir.") from None
     return restored.state, restored.data
+
+  @staticmethod
+  def _mismatch(abstract, step_dir: str) -> str | None:
+    """What differs between the checkpoint's saved tree and `abstract` (leaf paths and
+    shapes), or None when they agree or the saved tree cannot be read (then the data is
+    what is damaged)."""
+    try:
+      saved = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state")).item_metadata
+    except Exception:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint.
+      return None
+    saved, wanted = _shapes(saved), _shapes(abstract)
+    if not saved:
+      return None
+    for path in sorted(set(saved) | set(wanted)):
+      if saved.get(path) != wanted.get(path):
+        return (f"{path}: {saved.get(path, 'absent')} in the checkpoint, "
+                f"{wanted.get(path, 'absent')} in this config")
+    return None
+
+  def _set_aside(self, damaged: DamagedCheckpoint) -> None:
+    """Moves a damaged checkpoint out of the manager's folder (process 0; all wait)."""
+    target = os.path.join(self._workdir, DAMAGED_DIR, str(damaged.step))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(str(self._manager.directory), str(damaged.step)), target)
+      print(f"warning: {damaged} Moved it to {target}; resuming from an earlier checkpoint.",
+            file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"set aside checkpoint {damaged.step}")
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -52,6 +52,23 @@ def validate(config) -> None:
       raise UserInputError(message)
 
 
+def sharing_problem(config, stage_sizes) -> tuple[str, bool] | None:
+  """(message, is_error) when EAST's `share_ratio` shares no kernel in a network with
+  these blocks per stage, else None. Sharing needs a stage of more than `share_ratio`
+  blocks: a ratio too large for the network is an error; a network whose stages are all
+  too short to share at any ratio (ResNet-18's stages of 2) only gets a warning, since
+  EAST's default ratio there means DyReLU + cycles + RigL."""
+  ratio = config.east.share_ratio
+  if not is_east(config) or ratio == 0 or max(stage_sizes) > ratio:
+    return None
+  sizes = ", ".join(map(str, stage_sizes))
+  if max(stage_sizes) <= 2:
+    return (f"EAST shares no kernel here: stages of {sizes} blocks (sharing needs 3 or more); "
+            "set config.east.share_ratio=0 to say so.", False)
+  return (f"config.east.share_ratio={ratio} shares no kernel in stages of {sizes} blocks: "
+          f"use a ratio from 2 to {max(stage_sizes) - 1}, or 0 for no sharing.", True)
+
+
 class Plan(NamedTuple):
   """What EAST changes in a run, built once from (config, total_steps)."""
   model_options: dict               # create_model keyword arguments: share_ratio, act

@@ -6,3 +6,11 @@ class UserInputError(ValueError):
 
   `east_jax.main` prints these as a one-line error without a traceback.
   """
+
+
+class RunIntegrityError(RuntimeError):
+  """A run's state broke an invariant that its results depend on (e.g. more kept weights
+  than sparse compute's slots): the run stops before writing anything more.
+
+  `east_jax.main` prints these as a one-line error without a traceback.
+  """

@@ -16,7 +16,7 @@ from east_jax import cli
 from east_jax import parallel
 from east_jax import preemption
 from east_jax import train
-from east_jax.errors import UserInputError
+from east_jax.errors import RunIntegrityError, UserInputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and logs; a run restarted "
@@ -40,7 +40,7 @@ def main(argv):
   try:
     parallel.initialize_distributed(config)
     train.train_and_evaluate(config, FLAGS.workdir)
-  except (UserInputError, FloatingPointError) as e:
+  except (UserInputError, RunIntegrityError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except preemption.Stopped as e:

@@ -19,13 +19,13 @@ import os
 import statistics
 import sys
 
+from east_jax import run_record
 from east_jax.errors import UserInputError
 
 # Fields that do not change what a run computes (or only in float rounding).
-IGNORED = ("seed", "dataset.data_dir", "dataset.num_threads", "dataset.num_workers",
-           "distributed.", "log_every_steps", "eval_every_steps", "eval_batch_size",
-           "eval_splits", "checkpoint_every_steps", "keep_checkpoints", "compilation_cache_dir",
-           "model.sparse_compute", "model.kernel_grad")
+# Fields that do not define a cell: the seed, and those that change how a run is executed
+# or observed, not what it computes (run_record.HOW_IT_RUNS, plus the worker count).
+IGNORED = ("seed", "dataset.num_workers")
 
 
 class Result:
@@ -40,7 +40,8 @@ class Result:
     """The config fields that define the cell (seed and the IGNORED ones left out;
     EAST's options only for EAST)."""
     return {k: v for k, v in self.config.items()
-            if not k.startswith(IGNORED) and (self.method == "east" or not k.startswith("east."))}
+            if k not in IGNORED and not run_record.is_free(k)
+            and (self.method == "east" or not k.startswith("east."))}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -20,7 +20,7 @@ import sys
 import time
 
 from east_jax import cli
-from east_jax.errors import UserInputError
+from east_jax.errors import RunIntegrityError, UserInputError
 
 CLAIM = "CLAIM"
 
@@ -114,7 +114,7 @@ def run_study(study_file: str, workdir: str, dry_run: bool = False) -> list[str]
     start = time.time()
     try:
       train.train_and_evaluate(build_config(config_file, arg, study.OVERRIDES), path)
-    except (UserInputError, ValueError, FloatingPointError) as e:  # The others still run.
+    except (UserInputError, RunIntegrityError, ValueError, FloatingPointError) as e:  # The others still run.
       print(f"{tag} failed {arg}: {e}", flush=True)
       failed.append(arg)
       continue

@@ -30,8 +30,10 @@ from east_jax import metrics as metrics_lib
 from east_jax import optim
 from east_jax import parallel
 from east_jax import preemption
+from east_jax import pruning_at_init
+from east_jax import run_record
 from east_jax.data import pipeline
-from east_jax.errors import UserInputError
+from east_jax.errors import RunIntegrityError, UserInputError
 from east_jax.models import create_model
 from east_jax.models import dyrelu
 from east_jax.models import layers
@@ -96,15 +98,51 @@ def _variables(model, state, params) -> dict:
   return variables
 
 
-def sparse_compute_model(model, spec, params, mode: str, from_step: int = 0):
+def sparse_compute_model(model, spec, params, mode: str, from_step: int = 0, masks=None):
   """`model` with the layers that `mode` (config.model.sparse_compute) selects computed
-  over their kept weights only, in as many slots as they keep at steps >= `from_step`."""
+  over their kept weights only, in as many slots as they keep at steps >= `from_step`
+  (read from `masks` when only the masks know them: global scoring, GraNet)."""
   if spec is None:
     return model
-  capacity = sparse_transform.kept_capacity(spec, params, from_step)
+  if masks is not None and sparse_transform.counts_from_masks(spec):
+    capacity = masks_lib.kept_counts(masks, list(sparse_transform.prunable_shapes(spec, params)))
+  else:
+    capacity = sparse_transform.kept_capacity(spec, params, from_step)
   sizes = {n: x.size for n, x in masks_lib.layers(params, capacity).items()}
   selected = sparse_conv.select(capacity, sizes, mode, jax.default_backend())
   return model.clone(sparse_capacity=selected, layout="CNHW" if selected else model.layout)
+
+
+SLOT_EXCESS = "slot_excess"  # A train step's metric: > 0 when a layer keeps more than its slots.
+
+
+def kept_in_slots(model, masks) -> dict[str, jax.Array]:
+  """The kept count of every layer `model` computes over its kept weights."""
+  names = [name for name, _ in model.sparse_capacity]
+  return {n: jnp.sum(m, dtype=jnp.int32) for n, m in masks_lib.layers(masks, names).items()}
+
+
+def slot_excess(model, masks) -> jax.Array:
+  """The largest (kept count - slots) over the layers computed over their kept weights:
+  > 0 means one of them would compute without some of its kept weights."""
+  counts = kept_in_slots(model, masks)
+  return jnp.max(jnp.stack([counts[n] - slots for n, slots in model.sparse_capacity]))
+
+
+def check_slots(models, state: TrainState) -> None:
+  """Raises RunIntegrityError naming each layer of `models` whose kept count (in the
+  masks of `state`) exceeds its slots: sparse compute would silently drop kept weights."""
+  over = []
+  for model in [m for m in models if m.sparse_capacity]:
+    counts = masks_lib.kept_counts(state.opt_state.masks,
+                                   [name for name, _ in model.sparse_capacity])
+    over += [f"{n} keeps {counts[n]} weights in {slots} slots"
+             for n, slots in model.sparse_capacity if counts[n] > slots]
+  if over:
+    raise RunIntegrityError(
+        f"At step {int(state.step)}, sparse compute would drop kept weights: {'; '.join(sorted(set(over)))}. "
+        "The masks do not fit this config's slots (a checkpoint of another sparsity?); the run "
+        "stopped before writing anything more.")
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
@@ -129,7 +167,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
   accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == batch["label"]), parallel.DATA_AXIS)
   new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)
-  return new_state, {"loss": loss, "accuracy": accuracy}
+  step_metrics = {"loss": loss, "accuracy": accuracy}
+  if model.sparse_capacity:
+    step_metrics[SLOT_EXCESS] = slot_excess(model, state.opt_state.masks)
+  return new_state, step_metrics
 
 
 def eval_step(state: TrainState, batch: dict, *, model, beta_fn=None) -> dict:
@@ -190,13 +231,16 @@ def sparsity_reporter(spec, model, image_shape, params, workdir):
       return accounting.format_table(masks, shapes, uses, prunable)
     summary = accounting.summarize(masks, shapes, uses, prunable,
                                    update_interval=spec.update_interval,
-                                   dense_gradient=spec.update_rule == "rigl",
+                                   dense_gradient=spec.update_rule in ("rigl", "granet"),
                                    active_extra_macs=hypernet_macs if hypernet_active else 0)
+    counts = masks_lib.kept_counts(masks, prunable)
+    collapsed = [n for n in prunable if counts[n] == 0]  # Layers cut off: nothing flows.
+    summary["sparsity/collapsed_layers"] = len(collapsed)
     if workdir is not None and jax.process_index() == 0:
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
-        json.dump({"step": int(state.step), **summary,
-                   "layers": masks_lib.kept_counts(masks, prunable),
-                   "layer_sizes": {n: math.prod(shapes[n]) for n in prunable}}, f, indent=2)
+        json.dump({"step": int(state.step), **summary, "layers": counts,
+                   "layer_sizes": {n: math.prod(shapes[n]) for n in prunable},
+                   "collapsed_layers": collapsed}, f, indent=2)
     return summary
 
   return report
@@ -229,6 +273,20 @@ def _schedule_reporter(spec, beta_fn, params):
   return report
 
 
+def _check_runnable(config, run: "Run", params) -> None:
+  """Stops a config that cannot train before anything is written: a sparsity budget
+  below one weight per prunable layer, or a weight-sharing ratio that shares nothing."""
+  if run.spec is not None:
+    sparse_transform.check_budget(run.spec, sparse_transform.prunable_shapes(run.spec, params))
+  problem = east.sharing_problem(config, run.model.stage_sizes)
+  if problem is not None:
+    message, is_error = problem
+    if is_error:
+      raise UserInputError(message)
+    if jax.process_index() == 0:
+      print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -259,6 +317,10 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
                          f"{ds.num_examples('train')} training examples of {ds.name}.")
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(round(config.num_epochs * steps_per_epoch)))
+  if total_steps == 0:
+    raise UserInputError(f"config.num_epochs={config.num_epochs} of {steps_per_epoch} steps each "
+                         "rounds to 0 train steps: raise config.num_epochs or set "
+                         "config.num_train_steps.")
   plan = east.plan(config, total_steps)
   model = create_model(config.model.name, num_classes=ds.num_classes, width=config.model.width,
                        stem=config.model.stem, stage_sizes=config.model.stage_sizes,
@@ -285,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   logged value in `<workdir>/metrics.jsonl`.
   """
   config_validation.validate(config)
-  _prepare_workdir(workdir)
+  run_record.check_relaunch(config, workdir)  # Before anything is restored or written.
   compilation_cache.enable(config.compilation_cache_dir)
   loop_start = time.time()
   mesh = parallel.create_mesh()
@@ -298,21 +360,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   beta_fn, hypernet_active = run.plan.beta_fn, run.plan.hypernet_active
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
-  # Over the kept weights: while cycles run, in slots for their peak counts; after their
-  # last update (`settled`), in slots for the final counts.
-  settled = sparse_transform.settled_step(spec)
-  cycling = sparse_compute_model(model, spec, state.params, config.model.sparse_compute)
-  after = cycling if settled is None else sparse_compute_model(
-      model, spec, state.params, config.model.sparse_compute, from_step=settled)
-  if after == cycling:  # Same programs throughout (no cycles, or "off").
-    settled = None
-  fast_models = {False: cycling, True: after}
-  is_settled = lambda step: settled is None or step >= settled  # noqa: E731
-  # Steps whose mask update reads gradients at pruned positions (RigL's growth) run the
-  # same layers with kernel gradients at every position.
-  dense_steps = (sparse_transform.dense_gradient_steps(spec)
-                 if any(m.sparse_capacity for m in fast_models.values()) else frozenset())
-  update_models = {k: m.clone(dense_kernel_grad=True) for k, m in fast_models.items()}
+  _check_runnable(config, run, state.params)
+  _prepare_workdir(workdir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    run_record.write(config, workdir)
   sparsity_report = sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
   schedule_report = _schedule_reporter(spec, beta_fn, state.params)
 
@@ -333,6 +385,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           "value.")
     train_iter.set_state(data_state["iterator"])
     seconds_before = data_state["train_seconds"]
+  elif spec is not None and spec.prune_at_init:
+    state = pruning_at_init.prune(config, run, state, ds, mesh)
+
+  # Over the kept weights: while cycles run, in slots for their peak counts; after their
+  # last update (`settled`), in slots for the final counts (read from the masks then
+  # when only the masks know them: GraNet).
+  settled = sparse_transform.settled_step(spec, state.params)
+
+  def fast_model(done):
+    return sparse_compute_model(model, spec, state.params, config.model.sparse_compute,
+                                from_step=settled if done else 0,
+                                masks=None if spec is None else state.opt_state.masks)
+
+  fast_models = {False: fast_model(False)}
+  if settled is not None and not sparse_transform.counts_from_masks(spec):
+    fast_models[True] = fast_model(True)
+    if fast_models[True] == fast_models[False]:  # Same programs throughout ("off").
+      settled = None
+  if settled is None:
+    fast_models[True] = fast_models[False]
+  is_settled = lambda step: settled is None or step >= settled  # noqa: E731
+  if restored is not None:
+    check_slots([fast_models[is_settled(int(state.step))]] if True in fast_models else [], state)
+  # Steps whose mask update reads gradients at pruned positions (RigL's growth) run the
+  # same layers with kernel gradients at every position.
+  dense_steps = sparse_transform.dense_gradient_steps(spec) if spec is not None else frozenset()
 
   def train_seconds():  # Wall time over every launch of this run, up to now.
     return seconds_before + time.time() - loop_start
@@ -340,25 +418,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start_step = int(state.step)
 
   writer = metrics_lib.MetricWriter(workdir)
-  is_chief = jax.process_index() == 0
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   if sparsity_report and is_chief:
     print(sparsity_report(state, table=True))
-    counts = [len(fast_models[k].sparse_capacity) for k in (False, True)]
+    counts = [len(fast_models[k].sparse_capacity) if k in fast_models else "some"
+              for k in (False, True)]
     print(f"sparse compute ({config.model.sparse_compute}): {counts[0]} layers over their "
-          "kept weights only" + (f", {counts[1]} after the cycles (step {settled})"
+          "kept weights only" + (f", {counts[1]} from step {settled}"
                                  if settled is not None else ""))
   # With DyReLU: programs with the hyper-networks while beta > 0, plain ReLU ones after;
   # with sparse compute: programs with dense kernel gradients for the steps that need
   # them, and the cycles' programs until `settled` (jit compiles each on first use).
-  p_train_steps = {(active, dense, done): make_train_step(
-      (update_models if dense else fast_models)[done], tx, mesh, beta_fn if active else None)
-      for active in (True, False) for dense in (True, False) for done in (True, False)}
-  p_eval_steps = {(active, done): make_eval_step(fast_models[done], mesh,
-                                                 beta_fn if active else None)
-                  for active in (True, False) for done in (True, False)}
+  programs = {}
+
+  def settled_model(done):  # GraNet's settled slots: from the masks when it gets there.
+    if done not in fast_models:
+      fast_models[done] = fast_model(done)
+    return fast_models[done]
+
+  def train_program(step):
+    """The compiled train step of `step` (jit compiles each on first use)."""
+    done = is_settled(step)
+    fast = settled_model(done)
+    dense = step in dense_steps and bool(fast.sparse_capacity)
+    key = ("train", hypernet_active(step), dense, done)
+    if key not in programs:
+      programs[key] = make_train_step(fast.clone(dense_kernel_grad=True) if dense else fast, tx,
+                                      mesh, beta_fn if key[1] else None)
+    return programs[key]
+
+  def eval_program(step):
+    done = is_settled(step)
+    key = ("eval", hypernet_active(step), done)
+    if key not in programs:
+      programs[key] = make_eval_step(settled_model(done), mesh, beta_fn if key[1] else None)
+    return programs[key]
 
   pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
   eval_metrics = {}
@@ -373,8 +466,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     for step in range(start_step + 1, total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      program = (hypernet_active(step - 1), step - 1 in dense_steps, is_settled(step - 1))
-      state, step_metrics = p_train_steps[program](state, batch)
+      state, step_metrics = train_program(step - 1)(state, batch)
       pending.append(step_metrics)
       progress.update()
       is_last = step == total_steps
@@ -383,6 +475,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.log_every_steps == 0 or is_last or save:
         records = jax.device_get(pending)
         metrics_lib.check_finite([r["loss"] for r in records], step - len(records) + 1)
+        if any(r.pop(SLOT_EXCESS, 0) > 0 for r in records):
+          check_slots(list(fast_models.values()), state)
+          raise RunIntegrityError(f"Between steps {step - len(records) + 1} and {step} a layer "
+                                  "kept more weights than its sparse-compute slots; the run "
+                                  "stopped before writing anything more.")
         summary = {f"train_{k}": v for k, v in metrics_lib.mean_of(records).items()}
         elapsed = time.time() - log_start_time
         summary["images_per_second"] = (step - log_start_step) * config.batch_size / elapsed
@@ -399,11 +496,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         pending = []
         log_start_time, log_start_step = time.time(), step
       if step % eval_every == 0 or is_last:
+        check_slots([settled_model(is_settled(step))], state)
         active = hypernet_active(step)
         eval_metrics = sparsity_report(state, active) if sparsity_report else {}
         for split in config.eval_splits:
-          eval_metrics.update(evaluate(p_eval_steps[active, is_settled(step)], state, ds,
-                                       split, config, mesh))
+          eval_metrics.update(evaluate(eval_program(step), state, ds, split, config, mesh))
         writer.write(step, eval_metrics)
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))

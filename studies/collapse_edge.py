@@ -6,7 +6,9 @@ evaluated at the end. Sparsities by kept weights, placed from the probes of issu
 (99%: RigL 78.8%, 99.7%: 29.8%): 99.5% (339 kept), 99.7% (204), 99.85% (102). First
 EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the static phase-out
 (3 seeds), the other methods and EAST's ablations with 2 seeds, and a phase-out that ends
-before the learning-rate decay (2 seeds).
+before the learning-rate decay (2 seeds). Last, the baselines of the field: SynFlow (global,
+and layerwise with the ERK budget), SNIP, GraSP and GraNet, 3 seeds at the edge and one at
+99.5% and 99.85%.
 
   python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
   python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \\
@@ -32,4 +34,10 @@ RUNS = (grid(["east", "rigl"], [0.995, EDGE, 0.9985], seeds=3)
                extra="sparsity.connect_all_classes=True,sparsity.min_kept_per_layer=2")
         # The phase-out ends at 50%, where the learning rate drops 10x: end it before.
         + grid(["east"], [EDGE], seeds=2,
-               extra="east.dyrelu_phase_start=0.15,east.dyrelu_phase_end=0.4"))
+               extra="east.dyrelu_phase_start=0.15,east.dyrelu_phase_end=0.4")
+        # The field's other baselines: pruning at initialisation (SynFlow also with the
+        # run's ERK budget per layer) and GraNet; 3 seeds at the edge, then one on each side.
+        + grid(["synflow", "snip", "grasp", "granet"], [EDGE], seeds=3)
+        + grid(["synflow"], [EDGE], seeds=3, extra="sparsity.scope=layerwise")
+        + grid(["synflow", "snip", "grasp", "granet"], [0.995, 0.9985], seeds=1)
+        + grid(["synflow"], [0.995, 0.9985], seeds=1, extra="sparsity.scope=layerwise"))

@@ -113,3 +113,46 @@ def resize(key, weights, mask, grow_scores, *, target, max_count: int, protect=N
   candidates = jnp.where(flat_mask, -jnp.inf, candidates)
   grown = _select(candidates, max_count, take=jnp.maximum(target - current, 0)) & ~flat_mask
   return (kept | grown).reshape(mask.shape)
+
+
+def _ranked(scores, take):
+  """Boolean mask (flat) of the `take` (dynamic) largest scores, by a full sort: for
+  counts known only at run time (GraNet's global pruning)."""
+  order = jnp.argsort(-scores)
+  return jnp.zeros(scores.shape, bool).at[order].set(jnp.arange(scores.size) < take)
+
+
+def prune_global_to(key, weights: list, masks: list, total, minimum: int = 0) -> list:
+  """Keeps exactly `total` (dynamic, at most the kept count) of the kept weights of all
+  layers together, those with the largest |w|; each layer first keeps its `minimum`
+  largest (the collapse guard, inside the same total)."""
+  keys = jax.random.split(key, len(weights))
+  scores = []
+  for k, w, m in zip(keys, weights, masks):
+    s = jnp.where(m.ravel(), _with_noise(k, jnp.abs(w.ravel()).astype(jnp.float32)), -jnp.inf)
+    if minimum:
+      reserved = _select(s, min(minimum, s.size)) & m.ravel()
+      s = jnp.where(reserved, jnp.inf, s)
+    scores.append(s)
+  keep = _ranked(jnp.concatenate(scores), total)
+  out, start = [], 0
+  for m in masks:
+    out.append(keep[start:start + m.size].reshape(m.shape) & m)
+    start += m.size
+  return out
+
+
+def drop_and_grow_any(key, weights, mask, grow_scores, *, num_drop):
+  """`drop_and_grow` for a layer whose kept count is known only at run time: drops the
+  `num_drop` (dynamic) smallest |w| among the kept weights and grows as many at the
+  largest |grow_scores| among the positions left inactive; the count is unchanged."""
+  key_drop, key_grow = jax.random.split(key)
+  flat_mask = mask.ravel()
+  count = jnp.sum(flat_mask, dtype=jnp.int32)
+  keep_scores = jnp.where(flat_mask, _with_noise(key_drop, jnp.abs(weights.ravel()).astype(
+      jnp.float32)), -jnp.inf)
+  kept = _ranked(keep_scores, count - num_drop)
+  candidates = jnp.where(kept, -jnp.inf, _with_noise(
+      key_grow, jnp.abs(grow_scores.ravel()).astype(jnp.float32)))
+  grown = _ranked(candidates, num_drop) & ~kept
+  return (kept | grown).reshape(mask.shape)

@@ -7,16 +7,26 @@
   gmp     gradual magnitude pruning from dense, cubic schedule (Zhu & Gupta 2017)
   east    RigL with cyclic sparsity (Li et al. 2025; the model-side tricks, weight
           sharing and DyReLU, are the caller's: east_jax.east)
+  snip    masks scored once at initialisation by |g * w| on one batch (Lee et al. 2019)
+  grasp   ... by -w * Hg, gradient-flow preservation (Wang et al. 2020)
+  synflow ... by iterative, data-free synaptic flow (Tanaka et al. 2020)
+  granet  gradual global magnitude pruning + RigL's drop / regrow (Liu et al. 2021)
+
+The pruning-at-initialisation methods train their scored masks as static ones; the
+scoring itself needs the model and data, so the caller runs it (`saliency`).
 """
 
 from east_jax.errors import UserInputError
 from east_jax.sparsity import distributions
 from east_jax.sparsity import masks
+from east_jax.sparsity import transform
 from east_jax.sparsity.cycles import CycleSchedule
 from east_jax.sparsity.transform import SparsitySpec
 
 METHODS = {"dense": None, "static": "none", "set": "set", "rigl": "rigl", "gmp": "gmp",
-           "east": "rigl"}
+           "east": "rigl", "snip": "none", "grasp": "none", "synflow": "none",
+           "granet": "granet"}
+PRUNING_AT_INIT = ("snip", "grasp", "synflow")
 
 
 def _parse_overrides(entries) -> tuple:
@@ -57,6 +67,22 @@ def validate(sparsity_config) -> None:
                          f"{sparsity_config.drop_fraction}.")
   if sparsity_config.min_kept_per_layer < 0:
     raise UserInputError("config.sparsity.min_kept_per_layer must be >= 0.")
+  if method in PRUNING_AT_INIT and sparsity_config.scope not in transform.SCOPES:
+    raise UserInputError(f"config.sparsity.scope must be one of {transform.SCOPES}, got "
+                         f"{sparsity_config.scope!r}.")
+  if method == "synflow" and sparsity_config.synflow_rounds < 1:
+    raise UserInputError("config.sparsity.synflow_rounds must be >= 1, got "
+                         f"{sparsity_config.synflow_rounds}.")
+  if method == "grasp" and not (sparsity_config.grasp_samples_per_class >= 1
+                                and sparsity_config.grasp_temperature > 0):
+    raise UserInputError("config.sparsity.grasp_samples_per_class must be >= 1 and "
+                         "grasp_temperature > 0.")
+  if method == "granet" and not (0.0 <= sparsity_config.init_sparsity <= sparsity
+                                 and 0.0 < sparsity_config.prune_end <= 1.0):
+    raise UserInputError(
+        "config.sparsity.init_sparsity must be in [0, sparsity] (GraNet prunes from it to "
+        f"`sparsity`), got {sparsity_config.init_sparsity}, and prune_end a fraction of "
+        f"training in (0, 1], got {sparsity_config.prune_end}.")
   _parse_overrides(sparsity_config.layer_density_overrides)
 
 
@@ -72,7 +98,8 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
   keep_stem_dense, keep_classifier_dense and connect_all_classes.
   """
   validate(sparsity_config)
-  rule = METHODS[sparsity_config.method]
+  method = sparsity_config.method
+  rule = METHODS[method]
   if rule is None:
     return None
   layers = (("keep_stem_dense", "stem", stem), ("keep_classifier_dense", "classifier", classifier),
@@ -94,4 +121,8 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
       update_end=sparsity_config.update_end_step,
       drop_fraction=sparsity_config.drop_fraction,
       drop_fraction_final=sparsity_config.drop_fraction_final,
-      kernel_uses=kernel_uses, cycles=cycles, never_prune=tuple(never_prune), seed=seed)
+      kernel_uses=kernel_uses, cycles=cycles, never_prune=tuple(never_prune), seed=seed,
+      prune_at_init=method if method in PRUNING_AT_INIT else "",
+      scope=sparsity_config.scope if method in PRUNING_AT_INIT else "layerwise",
+      initial_density=1.0 - sparsity_config.init_sparsity if method == "granet" else 1.0,
+      prune_end=round(sparsity_config.prune_end * total_steps) if method == "granet" else -1)

@@ -25,10 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from east_jax.errors import UserInputError
 from east_jax.sparsity import criteria, distributions, masks as masks_lib, schedules
 from east_jax.sparsity.cycles import CycleSchedule
 
-UPDATE_RULES = ("none", "set", "rigl", "gmp")
+UPDATE_RULES = ("none", "set", "rigl", "gmp", "granet")
+SCOPES = ("global", "layerwise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,9 @@ class SparsitySpec:
   """Static settings of a sparse run (built from the config by `methods.create_spec`).
 
   update_rule: "none" (static masks), "set" (magnitude drop, random grow), "rigl"
-    (magnitude drop, gradient grow) or "gmp" (gradual magnitude pruning from dense).
+    (magnitude drop, gradient grow), "gmp" (gradual magnitude pruning from dense) or
+    "granet" (gradual global magnitude pruning from `initial_density` until `prune_end`,
+    and RigL's drop / grow at every update, with per-layer counts read from the masks).
   density: the overall kept fraction (1 - sparsity) over the prunable tensors.
   overrides: ((layer name, density), ...) fixed layer densities inside the budget.
   min_kept_per_layer / connect_all_classes: the collapse guard (METHOD.md section 7).
@@ -53,6 +57,12 @@ class SparsitySpec:
   keep_dense: leaf names left dense and outside the budget (e.g. the first layer).
   classifier: the output layer's kernel, whose every column connect_all_classes keeps
     connected.
+  prune_at_init: "" or the scoring ("snip", "grasp", "synflow") whose masks the caller
+    puts in the state before the first step (`saliency`); they then stay fixed.
+  scope: "layerwise" (each layer keeps its distribution's count) or "global" (one top-k
+    over all layers: per-layer counts are known only from the masks).
+  initial_density / prune_end: GraNet's starting density and the step of its last
+    pruning (its cubic schedule runs from update_start to prune_end).
   """
   update_rule: str
   density: float
@@ -73,6 +83,10 @@ class SparsitySpec:
   keep_dense: tuple = ()
   classifier: str = ""
   seed: int = 0
+  prune_at_init: str = ""
+  scope: str = "layerwise"
+  initial_density: float = 1.0
+  prune_end: int = -1
 
   @property
   def end(self) -> int:
@@ -95,6 +109,19 @@ def reference_size(spec: SparsitySpec, shapes) -> int:
   return sum(math.prod(s) * uses.get(n, 1) for n, s in shapes.items())
 
 
+def check_budget(spec: SparsitySpec, shapes) -> None:
+  """Raises UserInputError when the budget keeps fewer weights than there are prunable
+  layers (some layer would be cut off whatever the distribution), naming the largest
+  usable sparsity."""
+  full = reference_size(spec, shapes)
+  budget = round(spec.density * full)
+  if budget < len(shapes):
+    raise UserInputError(
+        f"Sparsity {1.0 - spec.density:.10g} keeps {budget} of {full} weights, fewer than the "
+        f"{len(shapes)} prunable layers: the largest usable sparsity for this network is "
+        f"{math.floor((1.0 - len(shapes) / full) * 1e7) / 1e7:.7f} (config.sparsity.sparsity).")
+
+
 def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> dict[str, int]:
   """Per-layer kept counts at `density` (default: the spec's)."""
   minimum = dict.fromkeys(shapes, spec.min_kept_per_layer)
@@ -104,6 +131,36 @@ def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> d
   return distributions.kept_counts(shapes, spec.density if density is None else density,
                                    spec.distribution, dict(spec.overrides), minimum,
                                    reference_size(spec, shapes))
+
+
+def initial_density(spec: SparsitySpec) -> float:
+  """The density of the masks at step 0 (GraNet starts above its target)."""
+  return spec.initial_density if spec.update_rule == "granet" else spec.density
+
+
+def counts_from_masks(spec: SparsitySpec) -> bool:
+  """Whether the per-layer counts are known only from the masks (global scoring, GraNet's
+  global pruning), not from the spec."""
+  return spec.update_rule == "granet" or (spec.prune_at_init and spec.scope == "global")
+
+
+def granet_prune_table(spec: SparsitySpec, shapes) -> tuple[list[int], list[int]]:
+  """GraNet's pruning steps (the update steps up to prune_end) and the exact total kept
+  count after each: the cubic schedule from 1 - initial_density to the target sparsity,
+  reached at the last of them."""
+  steps = [s for s in range(max(1, spec.update_start), spec.prune_end + 1)
+           if (s - spec.update_start) % spec.update_interval == 0 and s < spec.end]
+  full = reference_size(spec, shapes)
+  if not steps:
+    return [], []
+  last = steps[-1]
+  start, final = 1.0 - spec.initial_density, 1.0 - spec.density
+  totals = []
+  for s in steps:
+    progress = 1.0 if s == last else (s - spec.update_start) / max(1, last - spec.update_start)
+    sparsity = final + (start - final) * (1.0 - progress) ** 3
+    totals.append(round((1.0 - sparsity) * full))
+  return steps, totals
 
 
 def _count_table(spec, shapes, densities) -> np.ndarray:
@@ -130,8 +187,10 @@ def kept_capacity(spec: SparsitySpec, params, from_step: int = 0) -> dict[str, i
   number of slots a computation over the kept weights needs there (the cycles peak above
   the target until their last update, at `cycles.end_step`; GMP starts dense)."""
   shapes = prunable_shapes(spec, params)
-  if spec.update_rule == "gmp":
+  if spec.update_rule == "gmp" or (spec.prune_at_init and spec.scope == "global"):
     return {n: math.prod(s) for n, s in shapes.items()}
+  if spec.update_rule == "granet":  # Counts only fall from the initial ones.
+    return target_counts(spec, shapes, spec.initial_density)
   counts = target_counts(spec, shapes)
   if spec.cycles is not None and from_step <= spec.cycles.end_step:
     peaks = cycle_count_table(spec, shapes)[1].max(axis=0, initial=0)
@@ -139,16 +198,22 @@ def kept_capacity(spec: SparsitySpec, params, from_step: int = 0) -> dict[str, i
   return counts
 
 
-def settled_step(spec: SparsitySpec | None) -> int | None:
+def settled_step(spec: SparsitySpec | None, params=None) -> int | None:
   """The first train step whose masks keep their final counts for good (the step after
-  the cycles' last update), or None when that holds from the start (no cycles)."""
-  return None if spec is None or spec.cycles is None else spec.cycles.end_step + 1
+  the cycles' last update, or GraNet's last pruning), or None when that holds from the
+  start."""
+  if spec is None:
+    return None
+  if spec.update_rule == "granet":
+    steps, _ = granet_prune_table(spec, prunable_shapes(spec, params))
+    return steps[-1] + 1 if steps else None
+  return None if spec.cycles is None else spec.cycles.end_step + 1
 
 
 def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:
   """The steps (transformation step counts) whose mask update reads the gradient at
   pruned positions (RigL's growth); every other step needs it at kept positions only."""
-  if spec.update_rule != "rigl":
+  if spec.update_rule not in ("rigl", "granet"):
     return frozenset()
   steps = np.arange(spec.total_steps)
   return frozenset(int(s) for s in steps[np.asarray(is_update_step(spec, steps))])
@@ -166,8 +231,10 @@ def _layer_key(seed: int, step, layer_index: int):
 def initial_masks(spec: SparsitySpec, params):
   """Random masks with the exact per-layer counts (GMP: all dense)."""
   shapes = prunable_shapes(spec, params)
-  counts = ({n: math.prod(s) for n, s in shapes.items()}
-            if spec.update_rule == "gmp" else target_counts(spec, shapes))
+  if spec.update_rule == "gmp":
+    counts = {n: math.prod(s) for n, s in shapes.items()}
+  else:
+    counts = target_counts(spec, shapes, initial_density(spec))
   layer_masks = {
       name: criteria.random_mask(_layer_key(spec.seed, 0, i), shapes[name], counts[name],
                                  _guarded(spec, name))
@@ -190,6 +257,8 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
       new[name] = criteria.prune_to(_layer_key(spec.seed, step, i), weights[name], current[name],
                                     table[event, i])
     return masks_lib.replace_layers(masks, new)
+  if spec.update_rule == "granet":
+    return _granet_masks(spec, shapes, weights, gradients, masks, current, step)
   grow = gradients if spec.update_rule == "rigl" else dict.fromkeys(shapes)
   counts = target_counts(spec, shapes)
 
@@ -225,6 +294,29 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
     return masks_lib.replace_layers(masks, new)
 
   return jax.lax.cond(step <= spec.cycles.end_step, cyclic, constant_density)
+
+
+def _granet_masks(spec, shapes, weights, gradients, masks, current, step):
+  """GraNet's update: global magnitude pruning to the schedule's exact total while the
+  pruning window lasts, then in every layer RigL's drop / regrow of ceil(f(t) * kept)."""
+  steps, totals = granet_prune_table(spec, shapes)
+  names = list(shapes)
+  if steps:
+    event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
+    pruned = criteria.prune_global_to(
+        _layer_key(spec.seed, step, len(names)), [weights[n] for n in names],
+        [current[n] for n in names], jnp.asarray(totals, jnp.int32)[jnp.minimum(event, len(steps) - 1)],
+        minimum=spec.min_kept_per_layer)
+    current = jax.lax.cond(step <= steps[-1], lambda: dict(zip(names, pruned)), lambda: current)
+  fraction = schedules.drop_fraction(step, spec.total_steps, spec.drop_fraction,
+                                     spec.drop_fraction_final)
+  new = {}
+  for i, name in enumerate(names):
+    kept = jnp.sum(current[name], dtype=jnp.int32)
+    new[name] = criteria.drop_and_grow_any(
+        _layer_key(spec.seed, step, i), weights[name], current[name], gradients[name],
+        num_drop=schedules.num_to_move(fraction, kept))
+  return masks_lib.replace_layers(masks, new)
 
 
 def is_update_step(spec: SparsitySpec, step):
