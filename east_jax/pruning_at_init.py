@@ -78,7 +78,7 @@ def scored_masks(config, run, params, batch_stats, ds) -> dict:
   # One device, no cross-device BatchNorm: every process computes the same on its own.
   model = run.model.clone(bn_axis_name=None)
   if spec.prune_at_init == "synflow":
-    model64 = model.clone(dtype=jnp.float64)
+    model64 = model.clone(dtype=jnp.float64, kernel_grad="xla")  # No float32 products.
     layer_masks = saliency.synflow_masks(
         lambda p, s, x: model64.apply({"params": p, "batch_stats": s}, x, train=False),
         params, batch_stats, ds.image_shape, names, key=key, rounds=sc.synflow_rounds,
