@@ -114,5 +114,7 @@ def run(main, required=()):
       fail(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
     return main(argv)
 
+  from east_jax import process_settings
+  process_settings.apply()
   module = sys.modules[main.__module__]
   app.run(checked, flags_parser=lambda argv: parse_flags(argv, module))

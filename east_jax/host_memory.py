@@ -10,10 +10,10 @@ convolutions, which stream over big activation planes, that is most of the cost
 (`python -m benchmarks.host_memory`): one 32x32x64 layer at batch 128 took 43.6 ms with
 26,690 page faults per call, 17.8 ms with 5,549 once freed memory stays in the process.
 
-`keep_freed_memory()` (called when east_jax is imported) makes glibc use one arena,
-never mmap and never trim; the process's resident memory then stays at its high-water
-mark instead of shrinking between steps. An explicit MALLOC_* or GLIBC_TUNABLES
-setting in the environment wins, as does any C library other than glibc.
+`keep_freed_memory()` (applied by the command lines through `process_settings`) makes
+glibc use one arena, never mmap and never trim; the process's resident memory then stays
+at its high-water mark instead of shrinking between steps. An explicit MALLOC_* or
+GLIBC_TUNABLES setting in the environment wins, as does any C library other than glibc.
 """
 
 import ctypes

@@ -135,6 +135,8 @@ def main(argv=None):
   parser.add_argument("--workdir", required=True, help="folder of the study's run folders")
   parser.add_argument("--dry_run", action="store_true", help="list the runs and their state")
   args = parser.parse_args(argv)
+  from east_jax import process_settings
+  process_settings.apply()
   try:
     run_study(args.study, args.workdir, args.dry_run)
   except UserInputError as e:

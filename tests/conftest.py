@@ -9,6 +9,10 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 
+from east_jax import process_settings  # noqa: E402
+
+process_settings.apply(announce=False)  # What the command lines run with.
+
 import chex  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
