@@ -70,7 +70,12 @@ def find_runs(paths) -> tuple[list[Result], list[str]]:
     with open(os.path.join(folder, "config.json")) as f:
       config = _flatten(json.load(f))
     with open(final) as f:
-      results.append(Result(folder, config, json.load(f)))
+      metrics = json.load(f)
+    layers = os.path.join(folder, "sparsity.json")
+    if "sparsity/collapsed_layers" not in metrics and os.path.exists(layers):
+      with open(layers) as f:  # Runs from before the metric: count the empty layers.
+        metrics["sparsity/collapsed_layers"] = sum(c == 0 for c in json.load(f)["layers"].values())
+    results.append(Result(folder, config, metrics))
   return results, unfinished
 
 

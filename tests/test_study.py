@@ -136,3 +136,16 @@ def test_report_and_study_errors_say_what_to_do(tmp_path, finished_study):
   assert proc.returncode == 2 and "No finished run" in proc.stderr
   with pytest.raises(UserInputError, match="No such file"):
     study.run_study(str(tmp_path / "missing.py"), str(tmp_path))
+
+
+def test_report_counts_collapsed_layers_of_runs_that_predate_the_metric(tmp_path):
+  for name, layers, metrics in [("old", {"a": 0, "b": 3, "c": 0}, {}),
+                                ("new", {"a": 1}, {"sparsity/collapsed_layers": 0})]:
+    run = tmp_path / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"sparsity": {"method": "rigl",
+                                                              "sparsity": 0.9}}))
+    (run / "final_metrics.json").write_text(json.dumps({"test_accuracy": 0.5, **metrics}))
+    (run / "sparsity.json").write_text(json.dumps({"layers": layers}))
+  results, _ = report.find_runs([str(tmp_path)])
+  assert sorted(r.metrics["sparsity/collapsed_layers"] for r in results) == [0, 2]
