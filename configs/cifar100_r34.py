@@ -5,7 +5,7 @@ Launch:
   python -m east_jax.main --config=configs/cifar100_r34.py --workdir=runs/c100_r34_east_999
   python -m east_jax.main --config=configs/cifar100_r34.py:method=east,sparsity=0.9995 ...
   (method: dense | static | set | rigl | gmp | east; sparsity: 0.999 | 0.9995 | 0.9999)
-Expected: the paper's CIFAR-100 table was not available to us (METHOD.md section 6);
+Expected: the paper's CIFAR-100 table was not available to us (docs/method.md section 6);
 dense is about 77-78% (literature value). Not yet measured with east_jax.
 Time: about 3 h on one modern GPU.
 """

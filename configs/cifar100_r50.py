@@ -5,7 +5,7 @@ Launch:
   python -m east_jax.main --config=configs/cifar100_r50.py --workdir=runs/c100_r50_east_999
   python -m east_jax.main --config=configs/cifar100_r50.py:method=east,sparsity=0.9995 ...
 Expected: the paper's ResNet-50 / CIFAR-100 table was not available to us
-(METHOD.md section 6); dense is about 78-79% (literature value). Not yet measured
+(docs/method.md section 6); dense is about 78-79% (literature value). Not yet measured
 with east_jax. Time: about 5 h on one modern GPU.
 """
 

@@ -1,4 +1,4 @@
-"""ResNet-34 on CIFAR-10, the paper's main setting (METHOD.md sections 5-6): EAST at 99.9%.
+"""ResNet-34 on CIFAR-10, the paper's main setting (docs/method.md sections 5-6): EAST at 99.9%.
 
 Recipe: 250 epochs, batch 128, SGD Nesterov 0.9, lr 0.1 x0.1 at 50% and 75%,
 weight decay 1e-4, clip 1.0, crop + flip. Validation = last 10% of train. EAST:

@@ -5,7 +5,7 @@ Prepare data: python -m east_jax.data.prepare cifar10
 Launch:
   python -m east_jax.main --config=configs/cifar10_r50.py --workdir=runs/c10_r50_east_999
   python -m east_jax.main --config=configs/cifar10_r50.py:method=east,sparsity=0.9999 ...
-Expected: the paper's ResNet-50 tables were not available to us (METHOD.md
+Expected: the paper's ResNet-50 tables were not available to us (docs/method.md
 section 6); dense is about 95% (literature value). Not yet measured with east_jax.
 Time: about 5 h on one modern GPU.
 """

@@ -1,4 +1,4 @@
-"""Defaults shared by every experiment: the CIFAR recipe of METHOD.md section 5.
+"""Defaults shared by every experiment: the CIFAR recipe of docs/method.md section 5.
 
 Not meant to be run by itself; experiment configs import it, override fields and
 apply their config argument with `apply_arg`:
@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparsity.init_sparsity = 0.5
   config.sparsity.prune_end = 0.5
 
-  # EAST's tricks (used when sparsity.method == "east"; METHOD.md sections 2-4).
+  # EAST's tricks (used when sparsity.method == "east"; docs/method.md sections 2-4).
   config.east = ml_collections.ConfigDict()
   config.east.share_ratio = 2                # blocks >= this reuse block (ratio - 1); 0 = off
   config.east.dyrelu = True                  # False = ReLU only

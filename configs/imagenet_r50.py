@@ -15,7 +15,7 @@ Launch (one host, all its accelerators):
   python -m east_jax.main --config=configs/imagenet_r50.py --workdir=runs/in_r50_east_999
   python -m east_jax.main --config=configs/imagenet_r50.py:method=dense --workdir=runs/in_r50
 Expected: dense about 76% top-1 (literature value); the paper's ImageNet table was
-not available to us (METHOD.md section 6). Not yet measured with east_jax.
+not available to us (docs/method.md section 6). Not yet measured with east_jax.
 Time: about 8 h on a TPU v4-32 or 8 x H100.
 """
 

@@ -1,4 +1,4 @@
-"""EAST = RigL + weight sharing + DyReLU phasing + cyclic sparsity (METHOD.md).
+"""EAST = RigL + weight sharing + DyReLU phasing + cyclic sparsity (docs/method.md).
 
 `config.sparsity.method = "east"` turns the three tricks on; each has a switch in
 `config.east` for ablations (share_ratio=0: no sharing, dyrelu=False: ReLU only,

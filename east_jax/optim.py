@@ -1,4 +1,4 @@
-"""The optimizer of the training recipe (METHOD.md section 5), built from the config.
+"""The optimizer of the training recipe (docs/method.md section 5), built from the config.
 
 SGD with (Nesterov) momentum, decoupled from nothing: weight decay is added to the
 gradient after global-norm clipping, as torch.optim.SGD does after clip_grad_norm_.

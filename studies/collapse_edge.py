@@ -15,7 +15,7 @@ and layerwise with the ERK budget), SNIP, GraSP and GraNet, 3 seeds at the edge 
       --plot=docs/collapse_edge.png
 
 Cost on 2 CPU cores (one process): RigL about 3 min a run, EAST about 8 (its DyReLU
-phase runs at a quarter of the ReLU phase's speed). Result: README "The collapse edge".
+phase runs at a quarter of the ReLU phase's speed). Result: docs/studies.md, "The collapse edge".
 """
 
 from east_jax.study import grid

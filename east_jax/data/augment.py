@@ -1,4 +1,4 @@
-"""Per-example augmentation and normalisation in NumPy (METHOD.md section 5)."""
+"""Per-example augmentation and normalisation in NumPy (docs/method.md section 5)."""
 
 import numpy as np
 import PIL.Image

@@ -75,7 +75,7 @@ def prepare_command(name: str, data_dir: str) -> str:
   if name == "fashion_mnist":
     return f"python -m east_jax.data.prepare fashion_mnist --data_dir={data_dir}"
   if name in KNOWN_DATASETS:
-    return f"python -m east_jax.data.prepare {name} --data_dir={data_dir}  (see README: Data)"
+    return f"python -m east_jax.data.prepare {name} --data_dir={data_dir}  (see docs/running.md, Data)"
   return (f"python -m east_jax.data.prepare npz --name={name} --npz=<file.npz> --data_dir={data_dir}"
           f"  or  python -m east_jax.data.prepare folder --name={name} --root=<dir> "
           f"--data_dir={data_dir}")

@@ -1,4 +1,4 @@
-"""DyReLU-B (Chen et al. 2020) with EAST's phasing toward ReLU (METHOD.md section 3).
+"""DyReLU-B (Chen et al. 2020) with EAST's phasing toward ReLU (docs/method.md section 3).
 
 Per channel c, a hyper-network on the spatially pooled input gives
 theta = 2 * sigmoid(fc2(relu(fc1(mean_hw(x))))) - 1 (fc1: C -> C/4, fc2: C/4 -> 4C),

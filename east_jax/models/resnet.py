@@ -114,7 +114,7 @@ class ResNet(nn.Module):
     conv: convolution factory, called as conv(features, kernel_size, strides, name=...,
       capacity=...) (capacity: kept-weight slots, 0 = dense).
     act: activation module factory, called as act(name=...)(x, beta).
-    share_ratio: weight sharing (METHOD.md section 2): in each stage, blocks with
+    share_ratio: weight sharing (docs/method.md section 2): in each stage, blocks with
       index >= share_ratio reuse the conv kernels of block share_ratio - 1, each
       times its own learnable scalar; 0 = no sharing.
     bn_axis_name: mesh axis over which BatchNorm statistics are averaged (None: local).

@@ -96,7 +96,7 @@ def resize(key, weights, mask, grow_scores, *, target, max_count: int, protect=N
   """Moves a layer to `target` (dynamic) kept weights: above it, keeps the largest
   |w| (and every `protect`ed weight); below it, keeps every weight and grows the
   inactive positions with the largest `grow_scores` (None: at random). `max_count`
-  (static) bounds both the current count and `target` (cyclic sparsity, METHOD.md
+  (static) bounds both the current count and `target` (cyclic sparsity, docs/method.md
   section 4)."""
   key_drop, key_grow = jax.random.split(key)
   flat_mask = mask.ravel()

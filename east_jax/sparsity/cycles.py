@@ -1,4 +1,4 @@
-"""Cyclic sparsity (METHOD.md section 4): the density target as a function of the step.
+"""Cyclic sparsity (docs/method.md section 4): the density target as a function of the step.
 
 For the first `num_cycles` cycles (cycle k lasts length * total_steps *
 length_multiplier**k steps) the density rises from the target d to

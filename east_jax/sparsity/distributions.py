@@ -2,7 +2,7 @@
 
 All counts are integers that add up to exactly round(density * N), N being the
 prunable tensors' total size, or with weight sharing the size of the unshared
-network (a reused kernel counts once per use, METHOD.md section 2).
+network (a reused kernel counts once per use, docs/method.md section 2).
 """
 
 import math

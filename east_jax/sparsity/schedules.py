@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 
 def drop_fraction(step, total_steps: int, initial: float = 0.5, final: float = 0.005):
-  """Cosine decay from `initial` at step 0 to `final` at `total_steps` (METHOD.md section 1)."""
+  """Cosine decay from `initial` at step 0 to `final` at `total_steps` (docs/method.md section 1)."""
   progress = jnp.clip(step / total_steps, 0.0, 1.0)
   return final + 0.5 * (initial - final) * (1.0 + jnp.cos(jnp.pi * progress))
 

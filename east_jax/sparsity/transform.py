@@ -43,7 +43,7 @@ class SparsitySpec:
     and RigL's drop / grow at every update, with per-layer counts read from the masks).
   density: the overall kept fraction (1 - sparsity) over the prunable tensors.
   overrides: ((layer name, density), ...) fixed layer densities inside the budget.
-  min_kept_per_layer / connect_all_classes: the collapse guard (METHOD.md section 7).
+  min_kept_per_layer / connect_all_classes: the collapse guard (docs/method.md section 7).
   update_interval / update_start / update_end: mask updates at start + k * interval
     for start <= step < end (GMP: its pruning steps, the last one at end).
   total_steps: length of training (the drop-fraction cosine decays over it).

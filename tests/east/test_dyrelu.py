@@ -23,7 +23,7 @@ def _init(x):
 
 
 def _numpy_dyrelu(x, params, beta):
-  """DyReLU-B of METHOD.md section 3, written out in NumPy."""
+  """DyReLU-B of docs/method.md section 3, written out in NumPy."""
   p = jax.tree.map(np.asarray, params["params"]["hypernet"])
   pooled = x.mean(axis=(1, 2))
   hidden = np.maximum(pooled @ p["fc1"]["kernel"] + p["fc1"]["bias"], 0.0)
