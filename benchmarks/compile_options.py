@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import fashion_mnist_r18
-from east_jax import parallel, train
+from east_jax import parallel, step_programs, train
 from east_jax.data import pipeline
 
 
@@ -38,7 +38,7 @@ def main():
 
   mesh = parallel.create_mesh()
   state = train.create_train_state(key, run.model, run.tx, ds.image_shape, mesh)
-  model = train.sparse_compute_model(run.model, run.spec, state.params, "auto")
+  model = step_programs.sparse_compute_model(run.model, run.spec, state.params, "auto")
   batch = parallel.global_batch(next(pipeline.train_iterator(
       ds, global_batch_size=128, seed=0, num_threads=2)), mesh)
   step = train.make_train_step(model, run.tx, mesh, run.plan.beta_fn)

@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks import timing
 from configs import default
-from east_jax import east, optim, parallel, train
+from east_jax import east, optim, parallel, step_programs, train
 from east_jax.models import create_model
 from east_jax.models import dyrelu
 from east_jax.models import sparse_conv
@@ -100,7 +100,7 @@ def _step_programs(model_name, stem, batch, method, sparsity, mode, with_update)
   side = 32 if stem == "cifar" else 224
   state = train.create_train_state(jax.random.key(0), model, tx, (side, side, 3), mesh)
   data = timing.synthetic_batch(mesh, batch, (side, side, 3), num_classes)
-  fast = train.sparse_compute_model(model, spec, state.params, mode)
+  fast = step_programs.sparse_compute_model(model, spec, state.params, mode)
   # After the phase-out train.py runs the programs without the hyper-networks (beta None).
   beta_fn = None if method == "east-relu" else plan.beta_fn
   programs = {"step": (fast, ORDINARY_STEP)}

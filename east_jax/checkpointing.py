@@ -8,6 +8,8 @@ cannot be read (damaged on disk, as opposed to one of another model) is named, m
 readable one.
 """
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import tensorstore as ts
 from east_jax.errors import UserInputError
 
 DAMAGED_DIR = "damaged_checkpoints"
+CHECKSUMS = "east_jax_checksums.json"  # SHA-256 of each file, written once the save is done.
 
 
 class DamagedCheckpoint(UserInputError):
@@ -43,10 +46,50 @@ def _status(error: Exception) -> str:
   return match.group(1) if match else type(error).__name__
 
 
+def _file_digests(step_dir: str) -> dict[str, str]:
+  """{path relative to the step folder: SHA-256} of every file of a checkpoint."""
+  digests = {}
+  for root, _, files in os.walk(step_dir):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      if os.path.relpath(path, step_dir) in (CHECKSUMS, CHECKSUMS + ".tmp"):
+        continue
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          digest.update(chunk)
+      digests[os.path.relpath(path, step_dir)] = digest.hexdigest()
+  return digests
+
+
+def _seal(step_dir: str) -> None:
+  """Writes the checksums of a finished checkpoint's files into it (atomically)."""
+  target = os.path.join(step_dir, CHECKSUMS)
+  if os.path.exists(target):
+    return
+  digests = _file_digests(step_dir)
+  with open(target + ".tmp", "w") as f:
+    json.dump(digests, f, indent=0)
+  os.replace(target + ".tmp", target)
+
+
 def _verify(step: int, step_dir: str) -> None:
-  """Reads every stored value of a checkpoint's state, one at a time, and raises
-  DamagedCheckpoint naming the first unreadable file. (Orbax reads them concurrently: a
-  failed read there leaves others in flight, which print tracebacks when they finish.)"""
+  """Raises DamagedCheckpoint naming the first file of a checkpoint that differs from its
+  checksum (bytes that still parse but are wrong) or cannot be read: every stored value of
+  the state is read one at a time (orbax reads them concurrently, and a failed read there
+  leaves others in flight that print tracebacks when they finish)."""
+  sealed = os.path.join(step_dir, CHECKSUMS)
+  if os.path.exists(sealed):
+    try:
+      with open(sealed) as f:
+        expected = json.load(f)
+    except (OSError, ValueError):
+      raise DamagedCheckpoint(step, sealed, "unreadable checksums") from None
+    actual = _file_digests(step_dir)
+    for name, digest in expected.items():
+      if actual.get(name) != digest:
+        raise DamagedCheckpoint(step, os.path.join(step_dir, name),
+                                "missing" if name not in actual else "checksum mismatch")
   try:
     store = ts.KvStore.open({"driver": "ocdbt",
                              "base": f"file://{os.path.join(step_dir, 'state')}/"}).result()
@@ -68,19 +111,23 @@ class Checkpointer:
   """Saves and restores {state, data} under `<workdir>/checkpoints/<step>`."""
 
   def __init__(self, workdir: str, *, keep: int):
-    self._workdir = os.path.abspath(workdir)
+    self.workdir = os.path.abspath(workdir)
+    self._unsealed = []  # Steps saved by this process whose checksums are not written yet.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._manager = ocp.CheckpointManager(os.path.join(self._workdir, "checkpoints"),
+    self._manager = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
                                           options=options, item_names=("state", "data"))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state, data_state: dict) -> None:
-    """Starts an asynchronous save; `wait()` blocks until it is on disk."""
+    """Starts an asynchronous save (after sealing the previous one); `wait()` blocks until
+    it is on disk and sealed."""
+    self.wait()
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      data=ocp.args.JsonSave(data_state)),
                        force=True)
+    self._unsealed.append(step)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -147,7 +194,7 @@ class Checkpointer:
 
   def _set_aside(self, damaged: DamagedCheckpoint) -> None:
     """Moves a damaged checkpoint out of the manager's folder (process 0; all wait)."""
-    target = os.path.join(self._workdir, DAMAGED_DIR, str(damaged.step))
+    target = os.path.join(self.workdir, DAMAGED_DIR, str(damaged.step))
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       shutil.move(os.path.join(str(self._manager.directory), str(damaged.step)), target)
@@ -159,7 +206,14 @@ class Checkpointer:
     self._manager.reload()
 
   def wait(self) -> None:
+    """Blocks until every save is on disk, then writes the checksums of each (process 0)."""
     self._manager.wait_until_finished()
+    saved = set(self._manager.all_steps())
+    if jax.process_index() == 0:
+      for step in self._unsealed:
+        if step in saved:  # Not yet removed by `keep`.
+          _seal(os.path.join(str(self._manager.directory), str(step)))
+    self._unsealed = []
 
   def close(self) -> None:
     self._manager.close()

@@ -13,7 +13,9 @@ from absl import flags
 from absl import logging
 
 from east_jax import cli
+from east_jax import reporting
 from east_jax import saved_run
+from east_jax import step_programs
 from east_jax import train
 from east_jax.errors import UserInputError
 
@@ -27,11 +29,11 @@ def evaluate(workdir: str, split: str = "test", step: int | None = None) -> tupl
   config, ds, run, state, mesh = saved_run.load(workdir, step)
   step = int(state.step)
   active = run.plan.hypernet_active(step)
-  model = train.sparse_compute_model(run.model, run.spec, state.params,
+  model = step_programs.sparse_compute_model(run.model, run.spec, state.params,
                                      config.model.sparse_compute, from_step=step)
   p_eval_step = train.make_eval_step(model, mesh, run.plan.beta_fn if active else None)
   metrics = {"step": step}
-  report = train.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)
+  report = reporting.sparsity_reporter(run.spec, run.model, ds.image_shape, state.params, None)
   table = ""
   if report is not None:
     metrics.update(report(state, active))

@@ -8,7 +8,6 @@ batch; `make_train_step` / `make_eval_step` wrap them in `jax.shard_map` over th
 
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -31,15 +30,15 @@ from east_jax import optim
 from east_jax import parallel
 from east_jax import preemption
 from east_jax import pruning_at_init
+from east_jax import reporting
 from east_jax import run_record
+from east_jax import step_programs
 from east_jax.data import pipeline
 from east_jax.errors import RunIntegrityError, UserInputError
 from east_jax.models import create_model
 from east_jax.models import dyrelu
 from east_jax.models import layers
 from east_jax.models import resnet
-from east_jax.models import sparse_conv
-from east_jax.sparsity import accounting
 from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import methods
 from east_jax.sparsity import transform as sparse_transform
@@ -98,53 +97,6 @@ def _variables(model, state, params) -> dict:
   return variables
 
 
-def sparse_compute_model(model, spec, params, mode: str, from_step: int = 0, masks=None):
-  """`model` with the layers that `mode` (config.model.sparse_compute) selects computed
-  over their kept weights only, in as many slots as they keep at steps >= `from_step`
-  (read from `masks` when only the masks know them: global scoring, GraNet)."""
-  if spec is None:
-    return model
-  if masks is not None and sparse_transform.counts_from_masks(spec):
-    capacity = masks_lib.kept_counts(masks, list(sparse_transform.prunable_shapes(spec, params)))
-  else:
-    capacity = sparse_transform.kept_capacity(spec, params, from_step)
-  sizes = {n: x.size for n, x in masks_lib.layers(params, capacity).items()}
-  selected = sparse_conv.select(capacity, sizes, mode, jax.default_backend())
-  return model.clone(sparse_capacity=selected, layout="CNHW" if selected else model.layout)
-
-
-SLOT_EXCESS = "slot_excess"  # A train step's metric: > 0 when a layer keeps more than its slots.
-
-
-def kept_in_slots(model, masks) -> dict[str, jax.Array]:
-  """The kept count of every layer `model` computes over its kept weights."""
-  names = [name for name, _ in model.sparse_capacity]
-  return {n: jnp.sum(m, dtype=jnp.int32) for n, m in masks_lib.layers(masks, names).items()}
-
-
-def slot_excess(model, masks) -> jax.Array:
-  """The largest (kept count - slots) over the layers computed over their kept weights:
-  > 0 means one of them would compute without some of its kept weights."""
-  counts = kept_in_slots(model, masks)
-  return jnp.max(jnp.stack([counts[n] - slots for n, slots in model.sparse_capacity]))
-
-
-def check_slots(models, state: TrainState) -> None:
-  """Raises RunIntegrityError naming each layer of `models` whose kept count (in the
-  masks of `state`) exceeds its slots: sparse compute would silently drop kept weights."""
-  over = []
-  for model in [m for m in models if m.sparse_capacity]:
-    counts = masks_lib.kept_counts(state.opt_state.masks,
-                                   [name for name, _ in model.sparse_capacity])
-    over += [f"{n} keeps {counts[n]} weights in {slots} slots"
-             for n, slots in model.sparse_capacity if counts[n] > slots]
-  if over:
-    raise RunIntegrityError(
-        f"At step {int(state.step)}, sparse compute would drop kept weights: {'; '.join(sorted(set(over)))}. "
-        "The masks do not fit this config's slots (a checkpoint of another sparsity?); the run "
-        "stopped before writing anything more.")
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
                ) -> tuple[TrainState, dict]:
   """One SGD step on this device's shard of the global batch (inside shard_map).
@@ -169,7 +121,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, beta_fn=None
                          opt_state=opt_state)
   step_metrics = {"loss": loss, "accuracy": accuracy}
   if model.sparse_capacity:
-    step_metrics[SLOT_EXCESS] = slot_excess(model, state.opt_state.masks)
+    step_metrics[step_programs.SLOT_EXCESS] = step_programs.slot_excess(model,
+                                                                        state.opt_state.masks)
   return new_state, step_metrics
 
 
@@ -211,66 +164,6 @@ def evaluate(p_eval_step, state, ds, split, config, mesh) -> dict:
   return {f"{split}_loss": totals["loss"] / totals["count"],
           f"{split}_accuracy": totals["correct"] / totals["count"],
           f"{split}_examples": totals["count"]}
-
-
-def sparsity_reporter(spec, model, image_shape, params, workdir):
-  """None for dense runs; else report(state, hypernet_active, table=False) ->
-  accounting metrics, which also writes the per-layer counts to
-  `<workdir>/sparsity.json` unless workdir is None (table=True: returns the printable
-  per-layer table)."""
-  if spec is None:
-    return None
-  uses = accounting.kernel_uses(model, image_shape, spec.never_prune, model.shared_convs())
-  prunable = list(sparse_transform.prunable_shapes(spec, params))
-  shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, uses).items()}
-  hypernet_macs = accounting.scope_macs(params, dyrelu.HYPERNET)
-
-  def report(state, hypernet_active=False, table=False):
-    masks = jax.device_get(state.opt_state.masks)
-    if table:
-      return accounting.format_table(masks, shapes, uses, prunable)
-    summary = accounting.summarize(masks, shapes, uses, prunable,
-                                   update_interval=spec.update_interval,
-                                   dense_gradient=spec.update_rule in ("rigl", "granet"),
-                                   active_extra_macs=hypernet_macs if hypernet_active else 0)
-    counts = masks_lib.kept_counts(masks, prunable)
-    collapsed = [n for n in prunable if counts[n] == 0]  # Layers cut off: nothing flows.
-    summary["sparsity/collapsed_layers"] = len(collapsed)
-    if workdir is not None and jax.process_index() == 0:
-      with open(os.path.join(workdir, "sparsity.json"), "w") as f:
-        json.dump({"step": int(state.step), **summary, "layers": counts,
-                   "layer_sizes": {n: math.prod(shapes[n]) for n in prunable},
-                   "collapsed_layers": collapsed}, f, indent=2)
-    return summary
-
-  return report
-
-
-def _schedule_reporter(spec, beta_fn, params):
-  """step, state -> the schedules' values at `step` (DyReLU's beta, the cycle, the
-  density target) and the exact kept count read from the masks."""
-  count_kept = None
-  if spec is not None:
-    prunable = list(sparse_transform.prunable_shapes(spec, params))
-    full = sparse_transform.reference_size(spec, sparse_transform.prunable_shapes(spec, params))
-    count_kept = jax.jit(lambda masks: sum(
-        jnp.sum(m, dtype=jnp.int32) for m in masks_lib.layers(masks, prunable).values()))
-
-  def report(step, state):
-    values = {}
-    if beta_fn is not None:
-      values["east/beta"] = float(beta_fn(step))
-    if count_kept is not None:
-      kept = int(count_kept(state.opt_state.masks))
-      values.update({"mask/kept": kept, "mask/density": kept / full})
-    if spec is not None and spec.cycles is not None:
-      where = spec.cycles.position(step)
-      values.update({"east/cycle": -1 if where is None else where[0],
-                     "east/cycle_position": 1.0 if where is None else where[1],
-                     "mask/target_density": spec.cycles.density(step, spec.density)})
-    return values
-
-  return report
 
 
 def _check_runnable(config, run: "Run", params) -> None:
@@ -338,6 +231,67 @@ def build_run(config: ml_collections.ConfigDict, ds) -> Run:
   return Run(model, tx, spec, total_steps, steps_per_epoch, learning_rate_fn, plan)
 
 
+def _restore_or_start(config, run, state, ds, mesh, checkpointer, train_iter):
+  """(state, seconds trained before): the latest readable checkpoint's, else the new
+  state (with its pruning-at-initialisation masks scored)."""
+  restored = checkpointer.restore_latest(state)
+  if restored is None:
+    if run.spec is not None and run.spec.prune_at_init:
+      state = pruning_at_init.prune(config, run, state, ds, mesh)
+    return state, 0.0
+  state, data_state = restored
+  if data_state["num_workers"] != config.dataset.num_workers:
+    raise UserInputError(
+        f"The checkpoint in {checkpointer.workdir} was written with config.dataset.num_workers="
+        f"{data_state['num_workers']} (its input position is per worker): resume with that value.")
+  train_iter.set_state(data_state["iterator"])
+  return state, data_state["train_seconds"]
+
+
+def _masks(state):
+  """The masks of a sparse run's state (None for a dense one)."""
+  return getattr(state.opt_state, "masks", None)
+
+
+class _Log:
+  """Train metrics of the steps since the last log line: fetched together (no per-step
+  sync), checked (NaN / Inf, sparse-compute slots), averaged and written."""
+
+  def __init__(self, config, run, writer, schedule_report, start_step, progress):
+    self._config, self._run, self._writer = config, run, writer
+    self._schedule_report, self._progress = schedule_report, progress
+    self.pending, self._since = [], (time.time(), start_step)
+
+  def restart_clock(self, step=None):
+    self._since = (time.time(), self._since[1] if step is None else step)
+
+  def flush(self, step, state, programs):
+    records = jax.device_get(self.pending)
+    first = step - len(records) + 1
+    metrics_lib.check_finite([r["loss"] for r in records], first)
+    if any(r.pop(step_programs.SLOT_EXCESS, 0) > 0 for r in records):
+      programs.check(step, _masks(state), every=True)
+      raise RunIntegrityError(f"Between steps {first} and {step} a layer kept more weights than "
+                              "its sparse-compute slots; the run stopped before writing anything "
+                              "more.")
+    summary = {f"train_{k}": v for k, v in metrics_lib.mean_of(records).items()}
+    start, start_step = self._since
+    summary["images_per_second"] = ((step - start_step) * self._config.batch_size
+                                    / (time.time() - start))
+    summary["learning_rate"] = float(self._run.learning_rate_fn(step - 1))
+    summary["epoch"] = step / self._run.steps_per_epoch
+    summary.update(self._schedule_report(step, state))
+    self._writer.write(step, summary)
+    self._progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
+                               acc=f"{summary['train_accuracy']:.3f}")
+    if jax.process_index() == 0 and self._progress.disable:
+      print(f"step {step}/{self._run.total_steps}: loss={summary['train_loss']:.4f} "
+            f"accuracy={summary['train_accuracy']:.4f} {summary['images_per_second']:.0f} img/s",
+            flush=True)
+    self.pending = []
+    self.restart_clock(step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
@@ -353,162 +307,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = parallel.create_mesh()
   config_validation.validate_for_devices(config, mesh.size)
   ds = pipeline.load_dataset(config.dataset)
-
   run = build_run(config, ds)
-  model, tx, spec, total_steps = run.model, run.tx, run.spec, run.total_steps
-  steps_per_epoch, learning_rate_fn = run.steps_per_epoch, run.learning_rate_fn
-  beta_fn, hypernet_active = run.plan.beta_fn, run.plan.hypernet_active
-  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-  state = create_train_state(jax.random.key(config.seed), model, tx, ds.image_shape, mesh)
+  state = create_train_state(jax.random.key(config.seed), run.model, run.tx, ds.image_shape, mesh)
   _check_runnable(config, run, state.params)
   _prepare_workdir(workdir)
   is_chief = jax.process_index() == 0
   if is_chief:
     run_record.write(config, workdir)
-  sparsity_report = sparsity_reporter(spec, model, ds.image_shape, state.params, workdir)
-  schedule_report = _schedule_reporter(spec, beta_fn, state.params)
-
   train_iter = pipeline.train_iterator(ds, global_batch_size=config.batch_size, seed=config.seed,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count(),
                                        num_threads=config.dataset.num_threads,
                                        num_workers=config.dataset.num_workers)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  restored = checkpointer.restore_latest(state)
-  seconds_before = 0.0  # Time the run spent up to its restored checkpoint.
-  if restored is not None:
-    state, data_state = restored
-    if data_state["num_workers"] != config.dataset.num_workers:
-      raise UserInputError(
-          f"The checkpoint in {workdir} was written with config.dataset.num_workers="
-          f"{data_state['num_workers']} (its input position is per worker): resume with that "
-          "value.")
-    train_iter.set_state(data_state["iterator"])
-    seconds_before = data_state["train_seconds"]
-  elif spec is not None and spec.prune_at_init:
-    state = pruning_at_init.prune(config, run, state, ds, mesh)
-
-  # Over the kept weights: while cycles run, in slots for their peak counts; after their
-  # last update (`settled`), in slots for the final counts (read from the masks then
-  # when only the masks know them: GraNet).
-  settled = sparse_transform.settled_step(spec, state.params)
-
-  def fast_model(done):
-    return sparse_compute_model(model, spec, state.params, config.model.sparse_compute,
-                                from_step=settled if done else 0,
-                                masks=None if spec is None else state.opt_state.masks)
-
-  fast_models = {False: fast_model(False)}
-  if settled is not None and not sparse_transform.counts_from_masks(spec):
-    fast_models[True] = fast_model(True)
-    if fast_models[True] == fast_models[False]:  # Same programs throughout ("off").
-      settled = None
-  if settled is None:
-    fast_models[True] = fast_models[False]
-  is_settled = lambda step: settled is None or step >= settled  # noqa: E731
-  if restored is not None:
-    check_slots([fast_models[is_settled(int(state.step))]] if True in fast_models else [], state)
-  # Steps whose mask update reads gradients at pruned positions (RigL's growth) run the
-  # same layers with kernel gradients at every position.
-  dense_steps = sparse_transform.dense_gradient_steps(spec) if spec is not None else frozenset()
-
-  def train_seconds():  # Wall time over every launch of this run, up to now.
-    return seconds_before + time.time() - loop_start
-
+  state, seconds_before = _restore_or_start(config, run, state, ds, mesh, checkpointer,
+                                            train_iter)
   start_step = int(state.step)
-
-  writer = metrics_lib.MetricWriter(workdir)
+  programs = step_programs.StepPrograms(
+      run.model, run.spec, run.plan, config.model.sparse_compute, state.params, _masks(state),
+      make_train=lambda model, beta_fn: make_train_step(model, run.tx, mesh, beta_fn),
+      make_eval=lambda model, beta_fn: make_eval_step(model, mesh, beta_fn))
+  if run.spec is not None:
+    programs.check(start_step, _masks(state))
+  sparsity_report = reporting.sparsity_reporter(run.spec, run.model, ds.image_shape,
+                                                state.params, workdir)
   if sparsity_report and is_chief:
-    print(sparsity_report(state, table=True))
-    counts = [len(fast_models[k].sparse_capacity) if k in fast_models else "some"
-              for k in (False, True)]
-    print(f"sparse compute ({config.model.sparse_compute}): {counts[0]} layers over their "
-          "kept weights only" + (f", {counts[1]} from step {settled}"
-                                 if settled is not None else ""))
-  # With DyReLU: programs with the hyper-networks while beta > 0, plain ReLU ones after;
-  # with sparse compute: programs with dense kernel gradients for the steps that need
-  # them, and the cycles' programs until `settled` (jit compiles each on first use).
-  programs = {}
-
-  def settled_model(done):  # GraNet's settled slots: from the masks when it gets there.
-    if done not in fast_models:
-      fast_models[done] = fast_model(done)
-    return fast_models[done]
-
-  def train_program(step):
-    """The compiled train step of `step` (jit compiles each on first use)."""
-    done = is_settled(step)
-    fast = settled_model(done)
-    dense = step in dense_steps and bool(fast.sparse_capacity)
-    key = ("train", hypernet_active(step), dense, done)
-    if key not in programs:
-      programs[key] = make_train_step(fast.clone(dense_kernel_grad=True) if dense else fast, tx,
-                                      mesh, beta_fn if key[1] else None)
-    return programs[key]
-
-  def eval_program(step):
-    done = is_settled(step)
-    key = ("eval", hypernet_active(step), done)
-    if key not in programs:
-      programs[key] = make_eval_step(settled_model(done), mesh, beta_fn if key[1] else None)
-    return programs[key]
-
-  pending = []  # Device metrics of steps not yet logged: fetched together, no per-step sync.
-  eval_metrics = {}
-  log_start_time, log_start_step = time.time(), start_step
+    print(sparsity_report(state, table=True) + "\n" + programs.describe())
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else run.steps_per_epoch
+  writer = metrics_lib.MetricWriter(workdir)
   # A progress bar on a terminal; in a log file (CI, SLURM) one plain line per logged step.
-  interactive = sys.stderr.isatty()
-  progress = tqdm.tqdm(total=total_steps, initial=start_step,
-                       disable=not (is_chief and interactive), desc=f"train {ds.name}",
-                       unit="step", dynamic_ncols=True)
-  stop = preemption.StopRequest()
-  step = start_step
+  progress = tqdm.tqdm(total=run.total_steps, initial=start_step, desc=f"train {ds.name}",
+                       disable=not (is_chief and sys.stderr.isatty()), unit="step",
+                       dynamic_ncols=True)
+  log = _Log(config, run, writer, reporting.schedule_reporter(run.spec, run.plan.beta_fn,
+                                                              state.params), start_step, progress)
+  eval_metrics, stop, step = {}, preemption.StopRequest(), start_step
   try:
-    for step in range(start_step + 1, total_steps + 1):
+    for step in range(start_step + 1, run.total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = train_program(step - 1)(state, batch)
-      pending.append(step_metrics)
+      state, step_metrics = programs.train(step - 1, _masks(state))(state, batch)
+      log.pending.append(step_metrics)
       progress.update()
-      is_last = step == total_steps
+      is_last = step == run.total_steps
       stopping = stop.reached(step) and not is_last
       save = step % config.checkpoint_every_steps == 0 or is_last or stopping
       if step % config.log_every_steps == 0 or is_last or save:
-        records = jax.device_get(pending)
-        metrics_lib.check_finite([r["loss"] for r in records], step - len(records) + 1)
-        if any(r.pop(SLOT_EXCESS, 0) > 0 for r in records):
-          check_slots(list(fast_models.values()), state)
-          raise RunIntegrityError(f"Between steps {step - len(records) + 1} and {step} a layer "
-                                  "kept more weights than its sparse-compute slots; the run "
-                                  "stopped before writing anything more.")
-        summary = {f"train_{k}": v for k, v in metrics_lib.mean_of(records).items()}
-        elapsed = time.time() - log_start_time
-        summary["images_per_second"] = (step - log_start_step) * config.batch_size / elapsed
-        summary["learning_rate"] = float(learning_rate_fn(step - 1))
-        summary["epoch"] = step / steps_per_epoch
-        summary.update(schedule_report(step, state))
-        writer.write(step, summary)
-        progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
-                             acc=f"{summary['train_accuracy']:.3f}")
-        if is_chief and not interactive:
-          print(f"step {step}/{total_steps}: loss={summary['train_loss']:.4f} "
-                f"accuracy={summary['train_accuracy']:.4f} "
-                f"{summary['images_per_second']:.0f} img/s", flush=True)
-        pending = []
-        log_start_time, log_start_step = time.time(), step
+        log.flush(step, state, programs)
       if step % eval_every == 0 or is_last:
-        check_slots([settled_model(is_settled(step))], state)
-        active = hypernet_active(step)
-        eval_metrics = sparsity_report(state, active) if sparsity_report else {}
+        programs.check(step, _masks(state))
+        eval_metrics = (sparsity_report(state, run.plan.hypernet_active(step))
+                        if sparsity_report else {})
         for split in config.eval_splits:
-          eval_metrics.update(evaluate(eval_program(step), state, ds, split, config, mesh))
+          eval_metrics.update(evaluate(programs.eval(step, _masks(state)), state, ds, split,
+                                       config, mesh))
         writer.write(step, eval_metrics)
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
-        log_start_time = time.time()  # Evaluation time is not training throughput.
+        log.restart_clock()  # Evaluation time is not training throughput.
       if save:
         checkpointer.save(step, state, {"iterator": train_iter.get_state(),
                                         "num_workers": config.dataset.num_workers,
-                                        "train_seconds": train_seconds()})
+                                        "train_seconds": seconds_before + time.time() - loop_start})
       if stopping:
         break
   finally:
@@ -518,10 +377,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     checkpointer.wait()
     checkpointer.close()
     writer.close()
-  if step < total_steps:
+  if step < run.total_steps:
     raise preemption.Stopped(step, workdir)
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump({"step": total_steps, "train_seconds": train_seconds(), **eval_metrics}, f,
-                indent=2)
+      seconds = seconds_before + time.time() - loop_start
+      json.dump({"step": run.total_steps, "train_seconds": seconds, **eval_metrics}, f, indent=2)
   return state

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from east_jax import parallel, pruning_at_init, saved_run, train
+from east_jax import parallel, pruning_at_init, saved_run, step_programs, train
 from east_jax.data import pipeline
 from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import transform
@@ -94,7 +94,7 @@ def test_scored_masks_are_identical_on_one_and_eight_devices_with_exact_counts(
   else:
     assert sum(counts.values()) == round(0.05 * sum(np.prod(s) for s in shapes.values()))
   # Sparse compute takes its slots from the masks: exactly the counts.
-  model = train.sparse_compute_model(run.model, run.spec, state.params, "on",
+  model = step_programs.sparse_compute_model(run.model, run.spec, state.params, "on",
                                      masks=results[0])
   assert dict(model.sparse_capacity) == {n: max(1, c) for n, c in counts.items()}
 

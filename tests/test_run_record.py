@@ -168,6 +168,25 @@ def test_a_damaged_checkpoint_is_named_set_aside_and_the_run_resumes_exactly(
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
 
 
+def test_a_data_file_that_still_parses_is_caught_by_its_checksum(finished, data_dir, tmp_path):
+  workdir = _copy(finished[0], tmp_path)
+  step_dir = os.path.join(workdir, "checkpoints", "6")
+  sealed = json.load(open(os.path.join(step_dir, checkpointing.CHECKSUMS)))
+  assert set(sealed) == {os.path.relpath(p, step_dir) for p in glob.glob(
+      os.path.join(step_dir, "**"), recursive=True)
+      if os.path.isfile(p) and not p.endswith(checkpointing.CHECKSUMS)}
+  values = [p for p in glob.glob(os.path.join(step_dir, "state", "ocdbt.process_0", "d", "*"))]
+  target = max(values, key=os.path.getsize)
+  with open(target, "r+b") as f:  # Flip one byte in the middle of a value file.
+    f.seek(os.path.getsize(target) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.raises(checkpointing.DamagedCheckpoint,
+                     match=f"{os.path.basename(target)} is damaged \\(checksum mismatch\\)"):
+    saved_run.load(workdir)
+
+
 def test_no_readable_checkpoint_is_an_error_that_moves_nothing(halfway, data_dir, tmp_path):
   workdir = _copy(halfway, tmp_path)
   _damage_newest(workdir, 3)
