@@ -99,6 +99,39 @@ def test_scored_masks_are_identical_on_one_and_eight_devices_with_exact_counts(
   assert dict(model.sparse_capacity) == {n: max(1, c) for n, c in counts.items()}
 
 
+def test_snip_keeps_the_largest_scores_of_the_dense_initialisation(data_dir):
+  """Scoring sees every weight of the initialisation, not the masked one: in each layer,
+  every kept |g * w| (computed here from the dense init) is >= every pruned one."""
+  config = _config(data_dir, "snip", **{"sparsity.scope": "layerwise"})
+  ds = pipeline.load_dataset(config.dataset)
+  run = train.build_run(config, ds)
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  state = train.create_train_state(jax.random.key(config.seed), run.model, run.tx,
+                                   ds.image_shape, mesh)
+  masks = jax.device_get(pruning_at_init.prune(config, run, state, ds, mesh).opt_state.masks)
+  variables = run.model.init(jax.random.key(config.seed),
+                             np.zeros((1, *ds.image_shape), np.float32), train=False)
+  batch = pruning_at_init._scoring_batch(config, ds, None)
+  model = run.model.clone(bn_axis_name=None)
+
+  def loss(params):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                            batch["image"], train=True, mutable=["batch_stats"])
+    log_p = jax.nn.log_softmax(logits)
+    return -np.take_along_axis(log_p, batch["label"][:, None], axis=1).mean()
+
+  grads = jax.grad(loss)(variables["params"])
+  names = list(transform.prunable_shapes(run.spec, variables["params"]))
+  weights, gradients = (masks_lib.layers(t, names) for t in (variables["params"], grads))
+  kept = masks_lib.layers(masks, names)
+  for name in names:
+    score = np.abs(np.asarray(weights[name]) * np.asarray(gradients[name]))
+    keep = np.asarray(kept[name])
+    assert 0 < keep.sum() < keep.size
+    assert score[keep].min() >= score[~keep].max(), name
+    assert score[keep].min() > 0, name
+
+
 def test_synflow_from_the_command_line_reports_collapsed_layers(data_dir, tmp_path):
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "east_jax.main",

@@ -58,7 +58,9 @@ class SparsitySpec:
   classifier: the output layer's kernel, whose every column connect_all_classes keeps
     connected.
   prune_at_init: "" or the scoring ("snip", "grasp", "synflow") whose masks the caller
-    puts in the state before the first step (`saliency`); they then stay fixed.
+    puts in the state before the first step (`saliency`), scored on the dense
+    initialisation (the transformation's initial masks keep every weight); they then stay
+    fixed.
   scope: "layerwise" (each layer keeps its distribution's count) or "global" (one top-k
     over all layers: per-layer counts are known only from the masks).
   initial_density / prune_end: GraNet's starting density and the step of its last
@@ -229,9 +231,10 @@ def _layer_key(seed: int, step, layer_index: int):
 
 
 def initial_masks(spec: SparsitySpec, params):
-  """Random masks with the exact per-layer counts (GMP: all dense)."""
+  """Random masks with the exact per-layer counts; all dense for GMP, and for pruning at
+  initialisation, whose scoring must see every weight of the initialisation."""
   shapes = prunable_shapes(spec, params)
-  if spec.update_rule == "gmp":
+  if spec.update_rule == "gmp" or spec.prune_at_init:
     counts = {n: math.prod(s) for n, s in shapes.items()}
   else:
     counts = target_counts(spec, shapes, initial_density(spec))
