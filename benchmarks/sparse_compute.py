@@ -1,6 +1,6 @@
 """Sparse compute against dense and masked training steps, and the floor.
 
-  python -m benchmarks.sparse_compute                      # the issue-10 CPU table
+  python -m benchmarks.sparse_compute                      # the default CPU table
   python -m benchmarks.sparse_compute --models=resnet34:cifar:128 --sparsities=0.999,0.9999
   python -m benchmarks.sparse_compute --layers             # per-layer crossover (auto's threshold)
   python -m benchmarks.sparse_compute --kernels=native,xla # native CPU kernels vs XLA's path

@@ -2,7 +2,7 @@
 
 A ResNet of width 8 with three stages of 3 basic blocks (67,848 prunable weights; blocks
 2 and 3 of a stage share block 1's kernels under EAST), 3 epochs (1,263 steps of 128),
-evaluated at the end. Sparsities by kept weights, placed from the probes of issue 12
+evaluated at the end. Sparsities by kept weights, placed from earlier probes
 (99%: RigL 78.8%, 99.7%: 29.8%): 99.5% (339 kept), 99.7% (204), 99.85% (102). First
 EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the static phase-out
 (3 seeds), the other methods and EAST's ablations with 2 seeds, and a phase-out that ends

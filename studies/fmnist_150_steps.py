@@ -1,4 +1,4 @@
-"""The first Fashion-MNIST study (issue 3): 150-step runs, EAST vs RigL, SET and static.
+"""The first Fashion-MNIST study: 150-step runs, EAST vs RigL, SET and static.
 
 Too short for DyReLU phasing, cycles or the LR schedule to act, and from 99.9% past the
 edge of collapse for every method; kept as the record of that study (its table is in

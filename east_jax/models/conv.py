@@ -2,7 +2,7 @@
 
 XLA's CPU backend computes a convolution's kernel gradient as another convolution
 whose window is the whole output feature map; for ResNet's 32x32x64 3x3 convolutions
-that runs at ~3.5 GFLOP/s, 15x slower than the forward pass (benchmarks/cpu_gap.py).
+that runs at ~3.5 GFLOP/s, 15x slower than the forward pass (benchmarks/RESULTS.md, the XLA CPU gap).
 Written as one matrix product per kernel offset, sum over (batch, height, width) of
 input x shifted output gradient (or, strided, input patch x output gradient), the same
 gradient runs about 6x faster there. The
@@ -34,8 +34,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          precision=None, preferred_element_type=None):
   """`lax.conv_general_dilated` with the matmul kernel gradient for plain NHWC/HWIO
   convolutions (no dilation, no groups); anything else is passed to lax unchanged."""
-  plain = (dimension_numbers is None or dimension_numbers == lax.conv_dimension_numbers(
-      lhs.shape, rhs.shape, _NHWC)) and _is_one(lhs_dilation) and _is_one(rhs_dilation)
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  plain = (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+           and _is_one(lhs_dilation) and _is_one(rhs_dilation))
   if not plain or feature_group_count != 1 or precision or preferred_element_type:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,

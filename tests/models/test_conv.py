@@ -72,6 +72,9 @@ def test_resnet_gradients_do_not_depend_on_the_kernel_gradient_path(name, share)
       return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
 
     grads[kernel_grad] = jax.jit(jax.grad(loss))(variables["params"])
+    # The matmul path is the one taken (a custom_vjp per convolution), not lax's.
+    program = str(jax.make_jaxpr(loss)(variables["params"]))
+    assert ("custom_vjp_call" in program) == (kernel_grad == "matmul")
   leaves = jax.tree.leaves_with_path(grads["xla"])
   shared_scales = [p for p, _ in leaves if p[-1].key == "scale" and p[-2].key.startswith("conv")]
   assert len(shared_scales) == (3 if share else 0)  # Block 2 of stage 1 reuses 3 kernels.

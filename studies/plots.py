@@ -1,6 +1,6 @@
 """README plots from the run logs of a study's EAST and RigL runs (seed 0).
 
-  python -m benchmarks.plots --study=runs/collapse_edge --sparsity=0.997 --out=docs/plots
+  python -m studies.plots --study=runs/collapse_edge --sparsity=0.997 --out=docs/plots
 
 Writes density.png (density over training: EAST's cycles vs RigL), beta.png (DyReLU's
 beta over training), layers.png (per-layer density at the end) and train_accuracy.png

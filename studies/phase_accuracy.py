@@ -4,7 +4,7 @@ For EAST's default phasing (beta 1 until 25% of training, 0 from 50%) the window
 late DyReLU phase (35-47.5%), just after the phase-out (51-63%) and the end (87-100%).
 Prints one Markdown row per run; mean per (method, variant, sparsity) with --mean.
 
-  python -m benchmarks.phase_accuracy runs/collapse_edge [--mean]
+  python -m studies.phase_accuracy runs/collapse_edge [--mean]
 """
 
 import argparse
