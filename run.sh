@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up, prepare Fashion-MNIST offline, and train the default config.
+# Set up, prepare Fashion-MNIST offline, train EAST at 99.9% sparsity on full-width ResNet-34
+# with sparse compute (configs/first_run.py), and summarise the run.
 #   bash run.sh [WORKDIR] [extra flags, e.g. --config.num_train_steps=100]
+# The dense ResNet-18 run: see docs/running.md.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
@@ -9,7 +11,8 @@ DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 if [ ! -f "$DATA_DIR/fashion_mnist/3.0.1/dataset_info.json" ]; then
   "$PYTHON" -m east_jax.data.prepare fashion_mnist --data_dir="$DATA_DIR"
 fi
-WORKDIR=${1:-runs/fashion_mnist_r18}
+WORKDIR=${1:-runs/first_run}
 shift || true
-exec "$PYTHON" -m east_jax.main --config=configs/fashion_mnist_r18.py --workdir="$WORKDIR" \
+"$PYTHON" -m east_jax.main --config=configs/first_run.py --workdir="$WORKDIR" \
   --config.dataset.data_dir="$DATA_DIR" "$@"
+exec "$PYTHON" -m east_jax.run_summary --workdir="$WORKDIR"

@@ -1,13 +1,26 @@
-"""Test set-up: 8 simulated CPU devices, and a small real Fashion-MNIST prepared locally.
+"""Test set-up: 8 simulated CPU devices, a temporary compilation cache, and a small real
+Fashion-MNIST prepared locally.
 
-The device count must be fixed before JAX initialises its backend, hence here.
+The device count and the cache must be set before JAX initialises, hence here.
 """
 
+import atexit
 import gzip
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
+# One compilation cache and one native-kernel build for the session and the processes it
+# starts (JAX's own setting wins over config.compilation_cache_dir): a program compiled by
+# one test is reused by the next, and nothing is written to the user's ~/.cache. Both start
+# empty every session (each pytest-xdist worker has its own).
+_CACHE_DIR = tempfile.mkdtemp(prefix="east_jax_tests_")
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_CACHE_DIR, "jax")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+os.environ["EAST_JAX_KERNEL_DIR"] = os.path.join(_CACHE_DIR, "kernels")
 
 from east_jax import process_settings  # noqa: E402
 

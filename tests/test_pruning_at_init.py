@@ -139,7 +139,7 @@ def test_synflow_from_the_command_line_reports_collapsed_layers(data_dir, tmp_pa
          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
          "--config.model.width=4", "--config.model.stage_sizes=(1, 1)",
          "--config.batch_size=32", "--config.eval_batch_size=64", "--config.num_train_steps=2",
-         "--config.sparsity.synflow_rounds=5", "--config.compilation_cache_dir="]
+         "--config.sparsity.synflow_rounds=5"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "synflow (global): kept 65 weights" in proc.stdout

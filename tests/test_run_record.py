@@ -202,7 +202,7 @@ def test_cli_resumes_past_a_damaged_checkpoint_without_a_traceback(data_dir, tmp
            "--config.model.stage_sizes=(1, 1)", "--config.batch_size=32",
            "--config.eval_batch_size=64", "--config.num_train_steps=4",
            "--config.checkpoint_every_steps=2", "--config.eval_every_steps=4",
-           "--config.log_every_steps=2", "--config.compilation_cache_dir="]
+           "--config.log_every_steps=2"]
   cmd = [sys.executable, "-m", "east_jax.main",
          "--config=configs/fashion_mnist_r18.py:method=rigl,sparsity=0.9",
          f"--workdir={workdir}", *flags]

@@ -78,8 +78,11 @@ def test_resnet_loss_and_kept_gradients_equal_the_masked_model(name, stem, share
 
 
 def _run(data_dir, tmp_path, mode, **overrides):
+  # The masked reference takes XLA's convolution gradients, which sum in the same order as
+  # the sparse kernels; the matmul kernel gradient (as accurate against float64) sums in
+  # another, and in EAST's run that rounding flips a cycle update's choice by step 4.
   config = tiny_config(data_dir, **{"model.sparse_compute": mode, "log_every_steps": 1,
-                                    **overrides})
+                                    "model.kernel_grad": "xla", **overrides})
   workdir = tmp_path / mode
   state = train.train_and_evaluate(config, str(workdir))
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
