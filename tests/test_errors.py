@@ -84,7 +84,8 @@ def test_a_misspelled_override_names_the_field_and_the_nearest_ones(tmp_path, ov
 
 
 @pytest.mark.parametrize("module", ["east_jax.main", "east_jax.evaluate", "east_jax.export",
-                                    "east_jax.data.prepare", "east_jax.report", "east_jax.study"])
+                                    "east_jax.data.prepare", "east_jax.report", "east_jax.study",
+                                    "east_jax.run_summary"])
 def test_every_command_answers_help_with_status_0(module):
   proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
                         text=True, timeout=300)
