@@ -30,3 +30,14 @@ def test_defaults_to_east_and_states_the_launch_command_and_what_to_expect(name)
   # The paper's number to expect, or the plain statement that its table was not available.
   expected = doc[doc.index("Expected"):]
   assert "99.99%" in expected or "not available" in expected
+
+
+def test_the_first_run_is_east_at_99_9_with_sparse_compute_and_takes_overrides():
+  module = importlib.import_module("configs.first_run")
+  config = module.get_config()
+  config_validation.validate(config)
+  assert (config.sparsity.method, config.sparsity.sparsity) == ("east", 0.999)
+  assert config.model.sparse_compute == "auto" and config.num_train_steps == 300
+  assert "python -m east_jax.main --config=configs/first_run.py" in module.__doc__
+  static = module.get_config("east.phase_out=static")
+  assert static.east.phase_out == "static" and static.model.width == config.model.width
