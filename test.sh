@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
 PYTHON=${PYTHON:-.venv/bin/python}
-exec "$PYTHON" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadgroup tests "$@"
+exec "$PYTHON" -m pytest -q -n "${TEST_WORKERS:-2}" --dist worksteal tests "$@"

@@ -37,16 +37,6 @@ chex.set_n_cpu_devices(8)
 NUM_TRAIN, NUM_TEST = 640, 200
 
 
-def pytest_configure(config):
-  config.addinivalue_line("markers", "heavy: takes a minute or more; scheduled first")
-
-
-def pytest_collection_modifyitems(items):
-  """The heavy tests first, the rest in their order: on pytest-xdist's workers the long
-  ones then start early and the workers finish together."""
-  items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
-
-
 def write_idx(path, array):
   """Writes a uint8 array as a gzipped IDX file."""
   header = bytes([0, 0, 0x08, array.ndim]) + b"".join(

@@ -97,7 +97,6 @@ def test_resuming_with_a_different_model_is_a_clear_error(data_dir, tmp_path):
                                          **{"model.width": 8}), workdir)
 
 
-@pytest.mark.heavy
 def test_resume_with_worker_processes_is_exact(data_dir, tmp_path, monkeypatch):
   overrides = {"dataset.num_workers": 2, "dataset.num_threads": 1, "sparsity.method": "rigl",
                "sparsity.sparsity": 0.9, "sparsity.update_interval": 2, "eval_every_steps": 6}

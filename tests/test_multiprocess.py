@@ -12,7 +12,6 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +46,6 @@ def _final_state(workdir):
       lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
 
 
-@pytest.mark.heavy
 def test_two_processes_match_one(data_dir, tmp_path):
   single = tmp_path / "single"
   proc = subprocess.run(_command(data_dir, single), cwd=REPO, env=_env(8), capture_output=True,
@@ -76,7 +74,6 @@ def test_two_processes_match_one(data_dir, tmp_path):
   assert [r["step"] for r in lines if "train_loss" in r] == [2, 4]
 
 
-@pytest.mark.heavy
 def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(data_dir, tmp_path):
   workdir = tmp_path / "multi"
   address = f"localhost:{_free_port()}"

@@ -9,7 +9,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from east_jax import preemption, saved_run
 
@@ -44,7 +43,6 @@ def test_stop_request_notes_sigterm_and_restores_the_handler():
   assert signal.getsignal(signal.SIGTERM) == before
 
 
-@pytest.mark.heavy
 def test_sigterm_checkpoints_the_step_reached_and_resumes_to_the_same_run(data_dir, tmp_path):
   interrupted, uninterrupted = str(tmp_path / "interrupted"), str(tmp_path / "uninterrupted")
   proc = subprocess.Popen(_command(data_dir, interrupted), cwd=REPO, stdout=subprocess.PIPE,

@@ -34,7 +34,6 @@ def _stop_at(batch):
   return tamper
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "granet"])
 def test_a_resumed_run_restores_its_masks_and_ends_where_an_uninterrupted_one_does(
     data_dir, tmp_path, monkeypatch, method):

@@ -196,7 +196,6 @@ def test_no_readable_checkpoint_is_an_error_that_moves_nothing(halfway, data_dir
   assert _snapshot(workdir) == before
 
 
-@pytest.mark.heavy
 def test_cli_resumes_past_a_damaged_checkpoint_without_a_traceback(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   flags = [f"--config.dataset.data_dir={data_dir}", "--config.model.width=4",

@@ -89,7 +89,6 @@ def _run(data_dir, tmp_path, mode, **overrides):
   return jax.device_get(state), [r["train_loss"] for r in records if "train_loss" in r]
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("method,overrides", [
     # lr 0.02: at 0.1 these 4-examples-per-device nets amplify float rounding ~10x per
     # step (in EAST a 1e-7 change of the initial params alone flips a mask by step 4).

@@ -13,7 +13,6 @@ from east_jax import report, study
 from east_jax.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.xdist_group("study")  # One worker builds the finished study once.
 
 STUDY = """
 from east_jax.study import grid

@@ -41,7 +41,6 @@ def test_each_trick_has_a_switch(arg, share, act, cycles, beta):
   assert plan.relu_from == (50 if beta else 0)
 
 
-@pytest.mark.heavy
 def test_east_run_logs_exact_sparsity_beta_and_cycle(data_dir, tmp_path):
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "east_jax.main",

@@ -130,7 +130,6 @@ def test_accounting_counts_masks_not_zeros():
   assert summary["flops/train_x_dense"] == pytest.approx((29 * sparse + dense) / (30 * dense))
 
 
-@pytest.mark.heavy
 def test_rigl_run_logs_exact_sparsity(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny_config(data_dir, **{"sparsity.method": "rigl", "sparsity.sparsity": 0.99,
