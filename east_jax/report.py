@@ -44,16 +44,6 @@ class Result:
             and (self.method == "east" or not k.startswith("east."))}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-  return flat
-
-
 def find_runs(paths) -> tuple[list[Result], list[str]]:
   """(finished runs, unfinished run folders) under `paths`."""
   folders = []
@@ -68,7 +58,7 @@ def find_runs(paths) -> tuple[list[Result], list[str]]:
       unfinished.append(folder)
       continue
     with open(os.path.join(folder, "config.json")) as f:
-      config = _flatten(json.load(f))
+      config = run_record.flat_fields(json.load(f))
     with open(final) as f:
       metrics = json.load(f)
     layers = os.path.join(folder, "sparsity.json")

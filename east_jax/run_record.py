@@ -33,13 +33,15 @@ def _tuples(tree):
   return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+  """{dotted field: value} of a config's JSON tree, lists as tuples (hashable, and equal
+  to the config's own tuples)."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
+      out.update(flat_fields(value, f"{prefix}{key}."))
     else:
-      out[f"{prefix}{key}"] = value
+      out[f"{prefix}{key}"] = _tuples(value)
   return out
 
 
@@ -93,8 +95,8 @@ def differences(saved: dict, config: ml_collections.ConfigDict) -> list[tuple[st
   A field the saved config lacks (added to east_jax after the run) is compared with its
   default; a field only the saved config has (since removed) is ignored.
   """
-  old, new = _flat(saved), _flat(json.loads(config.to_json_best_effort()))
-  defaults = _flat(_defaults() or {})
+  old, new = flat_fields(saved), flat_fields(json.loads(config.to_json_best_effort()))
+  defaults = flat_fields(_defaults() or {})
   out = []
   for field, value in new.items():
     if is_free(field):
