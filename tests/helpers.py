@@ -1,9 +1,16 @@
 """Small configs shared by the tests."""
 
+import jax
 import ml_collections
+import numpy as np
+import optax
+import pytest
 
 from configs import default
-from east_jax import study
+from east_jax import parallel, study, train
+from east_jax.data import pipeline
+from east_jax.models import create_model
+from east_jax.sparsity import methods, transform
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -42,3 +49,51 @@ class TamperedIterator:
 
   def close(self):
     self._inner.close()
+
+
+def train_until_killed(config, workdir: str, batch: int) -> None:
+  """Runs `config` in `workdir` and kills it (KeyboardInterrupt) when it asks for its
+  batch-th training batch (1-based): the steps before it ran, that one never does."""
+  real = pipeline.train_iterator
+
+  def tamper(n, b):
+    if n == batch:
+      raise KeyboardInterrupt("simulated kill")
+    return b
+
+  pipeline.train_iterator = lambda *a, **k: TamperedIterator(real(*a, **k), tamper)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, workdir)
+  finally:
+    pipeline.train_iterator = real
+
+
+def sparse_setup(data_dir, devices, *, method="rigl", sparsity=0.99, interval=1,
+                 total_steps=20, nesterov=True, **overrides):
+  """(mesh, model, tx, spec, state, batches) of a sparse width-4 ResNet on `devices`."""
+  config = tiny_config(data_dir, **{"sparsity.method": method, "sparsity.sparsity": sparsity,
+                                    "sparsity.update_interval": interval, **overrides})
+  mesh = parallel.create_mesh(devices)
+  ds = pipeline.load_dataset(config.dataset)
+  model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1),
+                       bn_axis_name=parallel.DATA_AXIS)
+  spec = methods.create_spec(config.sparsity, total_steps=total_steps, seed=0)
+  tx = transform.sparse_training(optax.sgd(0.1, momentum=0.9, nesterov=nesterov), spec)
+  state = train.create_train_state(jax.random.key(0), model, tx, ds.image_shape, mesh)
+  batches = pipeline.train_iterator(ds, global_batch_size=32, seed=0)
+  return mesh, model, tx, spec, state, batches
+
+
+def mask_history(data_dir, devices, steps, **setup):
+  """(every device's copy of every mask leaf after each of `steps` train steps, the final
+  state) of `sparse_setup(data_dir, devices, **setup)`."""
+  mesh, model, tx, _, state, batches = sparse_setup(data_dir, devices, **setup)
+  step = train.make_train_step(model, tx, mesh)
+  history = []
+  for _ in range(steps):
+    state, _ = step(state, parallel.global_batch(next(batches), mesh))
+    # Copied out now: the state is donated to the next step.
+    history.append([[np.asarray(s.data) for s in leaf.addressable_shards]
+                    for leaf in jax.tree.leaves(state.opt_state.masks)])
+  return history, state

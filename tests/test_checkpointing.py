@@ -9,35 +9,22 @@ import pytest
 from east_jax import checkpointing, train
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
-from tests.helpers import TamperedIterator, tiny_config
-
-
-def _interrupt_at(fail_at):
-  def tamper(n, batch):
-    if n == fail_at:
-      raise KeyboardInterrupt("simulated preemption")
-    return batch
-  return tamper
+from tests.helpers import tiny_config, train_until_killed
 
 
 def _assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
 
 
-def test_interrupted_run_resumes_to_the_same_parameters(data_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_parameters(data_dir, tmp_path):
   config = tiny_config(data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=6)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
 
   workdir = str(tmp_path / "b")
-  real_iterator = pipeline.train_iterator
   # Steps 1-4 run, the checkpoint of step 3 is written, the 5th batch never arrives:
   # step 4 is lost and must be redone with the same batch.
-  monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), _interrupt_at(5)))
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, workdir)
+  train_until_killed(config, workdir, 5)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
-  monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
 
   resumed = train.train_and_evaluate(config, workdir)
   assert int(resumed.step) == 6
@@ -46,15 +33,10 @@ def test_interrupted_run_resumes_to_the_same_parameters(data_dir, tmp_path, monk
   _assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
 
 
-def test_a_save_killed_halfway_leaves_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+def test_a_save_killed_halfway_leaves_the_previous_checkpoint(data_dir, tmp_path):
   config = tiny_config(data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3)
   workdir = str(tmp_path / "run")
-  real_iterator = pipeline.train_iterator
-  monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), _interrupt_at(4)))
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
+  train_until_killed(config, workdir, 4)
   # What a process killed during the save of step 6 leaves behind: a temporary folder.
   partial = os.path.join(workdir, "checkpoints", "6.orbax-checkpoint-tmp", "state")
   os.makedirs(partial)
@@ -97,18 +79,13 @@ def test_resuming_with_a_different_model_is_a_clear_error(data_dir, tmp_path):
                                          **{"model.width": 8}), workdir)
 
 
-def test_resume_with_worker_processes_is_exact(data_dir, tmp_path, monkeypatch):
+def test_resume_with_worker_processes_is_exact(data_dir, tmp_path):
   overrides = {"dataset.num_workers": 2, "dataset.num_threads": 1, "sparsity.method": "rigl",
                "sparsity.sparsity": 0.9, "sparsity.update_interval": 2, "eval_every_steps": 6}
   uninterrupted = train.train_and_evaluate(
       tiny_config(data_dir, **{**overrides, "dataset.num_workers": 0}), str(tmp_path / "threads"))
   workdir = str(tmp_path / "workers")
-  real_iterator = pipeline.train_iterator
-  monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: TamperedIterator(real_iterator(*a, **k), _interrupt_at(5)))
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(tiny_config(data_dir, **overrides), workdir)
-  monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
+  train_until_killed(tiny_config(data_dir, **overrides), workdir, 5)
   resumed = train.train_and_evaluate(tiny_config(data_dir, **overrides), workdir)
   assert int(resumed.step) == 6
   _assert_trees_equal(resumed.params, uninterrupted.params)

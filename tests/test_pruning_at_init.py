@@ -14,7 +14,7 @@ from east_jax import parallel, pruning_at_init, saved_run, step_programs, train
 from east_jax.data import pipeline
 from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import transform
-from tests.helpers import TamperedIterator, tiny_config
+from tests.helpers import tiny_config, train_until_killed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,14 +24,6 @@ def _config(data_dir, method, **overrides):
       "sparsity.method": method, "sparsity.sparsity": 0.95, "sparsity.synflow_rounds": 10,
       "sparsity.grasp_samples_per_class": 2, "sparsity.update_interval": 2,
       "eval_every_steps": 6, **overrides})
-
-
-def _stop_at(batch):
-  def tamper(n, b):
-    if n == batch:
-      raise KeyboardInterrupt("simulated kill")
-    return b
-  return tamper
 
 
 @pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "granet"])
@@ -45,12 +37,7 @@ def test_a_resumed_run_restores_its_masks_and_ends_where_an_uninterrupted_one_do
   assert sum(kept.values()) == round(0.05 * sum(np.prod(s) for s in shapes.values()))
 
   workdir = str(tmp_path / "resumed")
-  real = pipeline.train_iterator
-  monkeypatch.setattr(pipeline, "train_iterator",
-                      lambda *a, **k: TamperedIterator(real(*a, **k), _stop_at(5)))
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(pipeline, "train_iterator", real)
+  train_until_killed(config, workdir, 5)
   first = saved_run.load(workdir, step=3).state.opt_state.masks
   if method != "granet":  # The scored masks are in the first checkpoint ...
     np.testing.assert_array_equal(np.asarray(jax.tree.leaves(first)[0]),

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from east_jax import checkpointing, east, run_record, saved_run, train
-from east_jax.data import pipeline
 from east_jax.errors import RunIntegrityError, UserInputError
 from east_jax.sparsity import transform as sparse_transform
-from tests.helpers import TamperedIterator, tiny_config
+from tests.helpers import tiny_config, train_until_killed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RIGL = {"sparsity.method": "rigl", "sparsity.sparsity": 0.9, "sparsity.update_interval": 2,
@@ -49,14 +48,6 @@ def _assert_same_state(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-def _stop_before(batch):
-  def tamper(n, b):
-    if n == batch:
-      raise KeyboardInterrupt("simulated kill")
-    return b
-  return tamper
-
-
 @pytest.fixture(scope="module")
 def finished(data_dir, tmp_path_factory):
   """A finished 6-step RigL run (checkpoints at 3 and 6) and its final state."""
@@ -68,13 +59,7 @@ def finished(data_dir, tmp_path_factory):
 def halfway(data_dir, tmp_path_factory):
   """The same run killed after its step-3 checkpoint (step 4's batch never came)."""
   workdir = str(tmp_path_factory.mktemp("halfway") / "run")
-  real = pipeline.train_iterator
-  pipeline.train_iterator = lambda *a, **k: TamperedIterator(real(*a, **k), _stop_before(5))
-  try:
-    with pytest.raises(KeyboardInterrupt):
-      train.train_and_evaluate(_rigl(data_dir), workdir)
-  finally:
-    pipeline.train_iterator = real
+  train_until_killed(_rigl(data_dir), workdir, 5)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
   return workdir
 

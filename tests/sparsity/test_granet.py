@@ -8,12 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from east_jax import parallel, train
-from east_jax.data import pipeline
-from east_jax.models import create_model
-from east_jax.sparsity import methods, transform
+from east_jax.sparsity import transform
 from east_jax.sparsity import masks as masks_lib
-from tests.helpers import tiny_config
+from tests.helpers import mask_history
 
 PARAMS = {
     "stem_conv": {"kernel": jnp.ones((3, 3, 3, 8))},
@@ -94,23 +91,8 @@ def test_granet_keeps_the_collapse_guard_inside_the_exact_total():
 
 
 def _granet_history(data_dir, devices, steps=4):
-  config = tiny_config(data_dir, **{"sparsity.method": "granet", "sparsity.sparsity": 0.95,
-                                    "sparsity.update_interval": 1, "sparsity.prune_end": 0.5})
-  mesh = parallel.create_mesh(devices)
-  ds = pipeline.load_dataset(config.dataset)
-  model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1),
-                       bn_axis_name=parallel.DATA_AXIS)
-  spec = methods.create_spec(config.sparsity, total_steps=6, seed=0)
-  tx = transform.sparse_training(optax.sgd(0.1, momentum=0.9), spec)
-  state = train.create_train_state(jax.random.key(0), model, tx, ds.image_shape, mesh)
-  batches = pipeline.train_iterator(ds, global_batch_size=32, seed=0)
-  step = train.make_train_step(model, tx, mesh)
-  history = []
-  for _ in range(steps):
-    state, _ = step(state, parallel.global_batch(next(batches), mesh))
-    history.append([[np.asarray(s.data) for s in leaf.addressable_shards]
-                    for leaf in jax.tree.leaves(state.opt_state.masks)])
-  return history
+  return mask_history(data_dir, devices, steps, method="granet", sparsity=0.95,
+                      total_steps=6, nesterov=False, **{"sparsity.prune_end": 0.5})[0]
 
 
 def test_granet_masks_are_bit_identical_on_eight_devices_and_one(data_dir):

@@ -6,7 +6,6 @@ import os
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from east_jax import checkpointing, parallel, train
@@ -15,38 +14,12 @@ from east_jax.errors import UserInputError
 from east_jax.models import create_model
 from east_jax.sparsity import accounting, methods, transform
 from east_jax.sparsity import masks as masks_lib
-from tests.helpers import tiny_config
-
-
-def _sparse_setup(data_dir, devices, *, sparsity=0.99, interval=1):
-  config = tiny_config(data_dir, **{"sparsity.method": "rigl", "sparsity.sparsity": sparsity,
-                                    "sparsity.update_interval": interval})
-  mesh = parallel.create_mesh(devices)
-  ds = pipeline.load_dataset(config.dataset)
-  model = create_model("resnet18", num_classes=10, width=4, stage_sizes=(1, 1),
-                       bn_axis_name=parallel.DATA_AXIS)
-  spec = methods.create_spec(config.sparsity, total_steps=20, seed=0)
-  tx = transform.sparse_training(optax.sgd(0.1, momentum=0.9, nesterov=True), spec)
-  state = train.create_train_state(jax.random.key(0), model, tx, ds.image_shape, mesh)
-  batches = pipeline.train_iterator(ds, global_batch_size=32, seed=0)
-  return mesh, model, tx, spec, state, batches
-
-
-def _run(data_dir, devices, steps):
-  mesh, model, tx, spec, state, batches = _sparse_setup(data_dir, devices)
-  step = train.make_train_step(model, tx, mesh)
-  history = []
-  for _ in range(steps):
-    state, _ = step(state, parallel.global_batch(next(batches), mesh))
-    # Every device's copy of every mask leaf (the state is donated: copy out now).
-    history.append([[np.asarray(s.data) for s in leaf.addressable_shards]
-                    for leaf in jax.tree.leaves(state.opt_state.masks)])
-  return history, state
+from tests.helpers import mask_history, sparse_setup, tiny_config
 
 
 def test_masks_are_bit_identical_across_devices_and_match_one_device(data_dir):
-  single, _ = _run(data_dir, jax.devices()[:1], 4)
-  multi, state = _run(data_dir, jax.devices(), 4)
+  single, _ = mask_history(data_dir, jax.devices()[:1], 4)
+  multi, state = mask_history(data_dir, jax.devices(), 4)
   for masks_1, masks_8 in zip(single, multi):
     for (leaf_1,), shards in zip(masks_1, masks_8):
       assert len(shards) == 8
@@ -61,7 +34,7 @@ def test_masks_are_bit_identical_across_devices_and_match_one_device(data_dir):
 
 
 def test_checkpoint_round_trip_gives_the_same_next_mask_update(data_dir, tmp_path):
-  mesh, model, tx, spec, state, batches = _sparse_setup(data_dir, jax.devices()[:1], interval=1)
+  mesh, model, tx, spec, state, batches = sparse_setup(data_dir, jax.devices()[:1], interval=1)
   step = train.make_train_step(model, tx, mesh)
   state, _ = step(state, parallel.global_batch(next(batches), mesh))  # Step 0: no update.
   checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
