@@ -12,12 +12,17 @@ import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
-# One compilation cache and one native-kernel build for the session and the processes it
-# starts (JAX's own setting wins over config.compilation_cache_dir): a program compiled by
-# one test is reused by the next, and nothing is written to the user's ~/.cache. Both start
-# empty every session (each pytest-xdist worker has its own).
-_CACHE_DIR = tempfile.mkdtemp(prefix="east_jax_tests_")
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# One compilation cache and one native-kernel build for the whole test run: the first
+# process (pytest-xdist's controller, or the only one) makes the folder and its workers and
+# the processes tests start inherit it (JAX's own setting wins over
+# config.compilation_cache_dir). A program compiled in one worker is reused by the other,
+# nothing is written to the user's ~/.cache, and every run starts empty. JAX treats an
+# entry it cannot read (one being written) as a miss.
+_CACHE_DIR = os.environ.get("EAST_JAX_TEST_RUN_DIR")
+if _CACHE_DIR is None:
+  _CACHE_DIR = tempfile.mkdtemp(prefix="east_jax_tests_")
+  os.environ["EAST_JAX_TEST_RUN_DIR"] = _CACHE_DIR
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_CACHE_DIR, "jax")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 os.environ["EAST_JAX_KERNEL_DIR"] = os.path.join(_CACHE_DIR, "kernels")
@@ -31,6 +36,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from east_jax.data import builders  # noqa: E402
+from tests.helpers import built_once  # noqa: E402
 
 chex.set_n_cpu_devices(8)
 
@@ -70,8 +76,8 @@ def fmnist_idx_dir(tmp_path_factory, fmnist_arrays):
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory, fmnist_idx_dir):
-  """A tfds data_dir with `fashion_mnist` prepared by our IDX builder."""
-  data_dir = tmp_path_factory.mktemp("tfds")
-  builders.prepare_fashion_mnist_idx(str(data_dir), fmnist_idx_dir)
-  return str(data_dir)
+def data_dir(fmnist_idx_dir):
+  """A tfds data_dir with `fashion_mnist` prepared by our IDX builder (one for the test
+  run; tests only read it)."""
+  return built_once("tfds", lambda folder: builders.prepare_fashion_mnist_idx(folder,
+                                                                               fmnist_idx_dir))

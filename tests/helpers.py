@@ -1,5 +1,9 @@
 """Small configs shared by the tests."""
 
+import fcntl
+import os
+import shutil
+
 import jax
 import ml_collections
 import numpy as np
@@ -29,6 +33,21 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   config.eval_every_steps = 3
   config.checkpoint_every_steps = 3
   return study.set_fields(config, overrides)
+
+
+def built_once(name: str, build) -> str:
+  """The folder `build(folder)` filled, built once per test run: the first pytest-xdist
+  worker to ask builds it while the others wait, then all of them read it."""
+  folder = os.path.join(os.environ["EAST_JAX_TEST_RUN_DIR"], "built", name)
+  os.makedirs(os.path.dirname(folder), exist_ok=True)
+  with open(folder + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(folder + ".done"):
+      shutil.rmtree(folder, ignore_errors=True)
+      os.makedirs(folder)
+      build(folder)
+      open(folder + ".done", "w").close()
+  return folder
 
 
 class TamperedIterator:

@@ -15,20 +15,18 @@ from east_jax import metrics as metrics_lib
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import ReLU, dyrelu
-from tests.helpers import tiny_config
+from tests.helpers import built_once, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def east_run(data_dir, tmp_path_factory):
+def east_run(data_dir):
   """A finished EAST run with weight sharing, past its DyReLU phase-out."""
-  workdir = tmp_path_factory.mktemp("east")
   config = tiny_config(data_dir, **{"sparsity.method": "east", "sparsity.sparsity": 0.9,
                                     "model.stage_sizes": (3, 1), "sparsity.update_interval": 2,
                                     "east.cycle_update_interval": 1})
-  train.train_and_evaluate(config, str(workdir))
-  return str(workdir)
+  return built_once("export_east", lambda workdir: train.train_and_evaluate(config, workdir))
 
 
 def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):
@@ -63,25 +61,23 @@ def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def static_run(data_dir, tmp_path_factory):
+def static_run(data_dir):
   """A finished EAST run that phased DyReLU out into learned per-channel coefficients."""
-  workdir = tmp_path_factory.mktemp("static")
   config = tiny_config(data_dir, **{"sparsity.method": "east", "sparsity.sparsity": 0.9,
                                     "model.stage_sizes": (3, 1), "sparsity.update_interval": 2,
                                     "east.cycle_update_interval": 1, "east.phase_out": "static",
                                     "log_every_steps": 1})
-  train.train_and_evaluate(config, str(workdir))
-  return str(workdir)
+  return built_once("export_static", lambda workdir: train.train_and_evaluate(config, workdir))
 
 
-def test_static_phase_out_exports_its_activations_without_hypernetworks(static_run):
+def test_static_phase_out_exports_its_activations_without_hypernetworks(static_run, tmp_path):
   config, ds, run, state, _ = saved_run.load(static_run)
   offsets = {n: v for n, v in export._flat(state.params).items() if n.endswith("static_offset")}
   assert len(offsets) == 9 and any(np.any(v != 0) for v in offsets.values())  # Learned.
   arrays, meta = export.compress(config, run, state)
   assert meta["model"]["phase_out"] == "static" and not any("hypernet" in n for n in arrays)
   assert {f"params/{n}" for n in offsets} <= set(arrays)
-  path = os.path.join(static_run, "model.npz")
+  path = str(tmp_path / "model.npz")
   export.write(path, arrays, meta)
   model, variables = export.load(path)
   reference = run.model.clone(bn_axis_name=None)

@@ -1,5 +1,6 @@
 """Sparse compute is the same training as the masked path: gradients of whole ResNets,
-and whole RigL and EAST runs on 8 devices (config.model.sparse_compute on vs off)."""
+and whole RigL and EAST runs on 8 devices (config.model.sparse_compute on vs off), whose
+EAST logs follow the cycles and DyReLU's schedule exactly."""
 
 import json
 import math
@@ -12,8 +13,10 @@ import pytest
 from east_jax import train
 from east_jax.models import create_model
 from east_jax.models import layers
+from east_jax.models.dyrelu import beta_schedule
 from east_jax.sparsity import criteria
 from east_jax.sparsity import masks as masks_lib
+from east_jax.sparsity.cycles import CycleSchedule
 from tests.helpers import tiny_config
 
 
@@ -89,6 +92,37 @@ def _run(data_dir, tmp_path, mode, **overrides):
   return jax.device_get(state), [r["train_loss"] for r in records if "train_loss" in r]
 
 
+def _assert_east_logs(workdir, *, total_steps, sparsity, cycle_update_interval, eval_every):
+  """An EAST run's logs: exact kept counts at every step (the cycles' density since their
+  last update), DyReLU's beta, the cycle index, the shared kernels' accounting and the
+  evaluations (every `eval_every` steps and at the end)."""
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  report = json.load(open(workdir / "sparsity.json"))
+  density = 1.0 - sparsity
+  full, kept = report["sparsity/prunable"], report["sparsity/kept"]
+  assert kept == round(density * full) == sum(report["layers"].values())
+  assert "stage1_block2/conv1/kernel" not in report["layers"]  # Shared: no kernel of its own.
+  assert report["sparsity/compute_density"] > report["sparsity/density"]
+  cycles = CycleSchedule(total_steps=total_steps, num_cycles=2, length=0.2,
+                         update_interval=cycle_update_interval)
+  logged = {r["step"]: r for r in records if "mask/kept" in r}
+  assert sorted(logged) == list(range(1, total_steps + 1))
+  for step, r in logged.items():
+    assert r["east/beta"] == pytest.approx(float(beta_schedule(
+        step, total_steps=total_steps, phase_start=0.25, phase_end=0.5)))
+    assert r["mask/target_density"] == pytest.approx(cycles.density(step, density))
+    last_update = max([s for s in cycles.update_steps() if s < step], default=None)
+    now = density if last_update is None else cycles.density(last_update, density)
+    assert r["mask/kept"] == round(now * full), step
+    position = cycles.position(step)
+    assert r["east/cycle"] == (-1 if position is None else position[0]), step
+  assert max(r["mask/kept"] for r in logged.values()) > kept  # The cycles went up.
+  assert {r["east/cycle"] for r in logged.values()} == {0, 1, -1}
+  assert logged[total_steps]["east/beta"] == 0.0
+  evals = [r["step"] for r in records if "test_accuracy" in r]
+  assert evals == sorted({*range(eval_every, total_steps + 1, eval_every), total_steps})
+
+
 @pytest.mark.parametrize("method,overrides", [
     # lr 0.02: at 0.1 these 4-examples-per-device nets amplify float rounding ~10x per
     # step (in EAST a 1e-7 change of the initial params alone flips a mask by step 4).
@@ -106,6 +140,9 @@ def test_a_sparse_run_equals_the_masked_run(data_dir, tmp_path, capsys, method, 
   sparse, sparse_losses = _run(data_dir, tmp_path, "on", **overrides)
   if method == "east":  # 8 steps, 2 cycles of 1.6 steps: the last cycle update at step 3.
     assert "from step 4" in capsys.readouterr().out
+    for mode in ("off", "on"):
+      _assert_east_logs(tmp_path / mode, total_steps=8, sparsity=0.9, cycle_update_interval=1,
+                        eval_every=3)
   assert jax.device_count() == 8
   np.testing.assert_allclose(sparse_losses, masked_losses, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(sparse.opt_state.masks),

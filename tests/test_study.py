@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from east_jax import report, study
 from east_jax.errors import UserInputError
+from tests.helpers import built_once
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,13 +28,12 @@ RUNS = (grid(["rigl", "static"], [0.9], seeds=2)
 """
 
 
-@pytest.fixture(scope="module")
-def finished_study(data_dir, tmp_path_factory):
-  folder = tmp_path_factory.mktemp("study")
-  study_file = folder / "tiny.py"
-  study_file.write_text(STUDY.format(config=os.path.join(REPO, "configs", "fashion_mnist_r18.py"),
-                                     data_dir=data_dir))
-  workdir = str(folder / "runs")
+def _train_study(folder, data_dir):
+  study_file = os.path.join(folder, "tiny.py")
+  with open(study_file, "w") as f:
+    f.write(STUDY.format(config=os.path.join(REPO, "configs", "fashion_mnist_r18.py"),
+                         data_dir=data_dir))
+  workdir = os.path.join(folder, "runs")
   # A run that a live process (this one) has claimed is left to it; one claimed by a
   # process that is gone is taken over.
   live = os.path.join(workdir, study.run_name("method=static,sparsity=0.9,seed=1"))
@@ -43,13 +44,23 @@ def finished_study(data_dir, tmp_path_factory):
   os.makedirs(dead)
   with open(os.path.join(dead, study.CLAIM), "w") as f:
     f.write(f"{socket.gethostname()} 999999999")
-  paths = study.run_study(str(study_file), workdir)
+  paths = study.run_study(study_file, workdir)
   assert not os.path.exists(os.path.join(live, "final_metrics.json"))
   assert os.path.exists(os.path.join(dead, "final_metrics.json"))
   assert not os.path.exists(os.path.join(dead, study.CLAIM))
   os.remove(os.path.join(live, study.CLAIM))
-  study.run_study(str(study_file), workdir)
-  return str(study_file), workdir, paths
+  study.run_study(study_file, workdir)
+  with open(os.path.join(folder, "paths.json"), "w") as f:
+    json.dump(paths, f)
+
+
+@pytest.fixture(scope="module")
+def finished_study(data_dir):
+  """(study file, workdir, run folders) of a finished 5-run study (read it, don't change it)."""
+  folder = built_once("study", lambda folder: _train_study(folder, data_dir))
+  with open(os.path.join(folder, "paths.json")) as f:
+    paths = json.load(f)
+  return os.path.join(folder, "tiny.py"), os.path.join(folder, "runs"), paths
 
 
 def test_a_run_releases_only_its_own_claim(tmp_path):
@@ -111,7 +122,8 @@ def test_report_table_has_mean_std_and_n_per_cell(finished_study):
 
 
 def test_report_command_writes_table_and_plot(finished_study, tmp_path):
-  _, workdir, _ = finished_study
+  workdir = str(tmp_path / "runs")
+  shutil.copytree(finished_study[1], workdir)
   os.makedirs(os.path.join(workdir, "unfinished"))
   with open(os.path.join(workdir, "unfinished", "config.json"), "w") as f:
     json.dump({"sparsity": {"method": "rigl", "sparsity": 0.9}}, f)
