@@ -32,7 +32,7 @@ def sparsity_reporter(spec, model, image_shape, params, workdir):
       return accounting.format_table(masks, shapes, uses, prunable)
     summary = accounting.summarize(masks, shapes, uses, prunable,
                                    update_interval=spec.update_interval,
-                                   dense_gradient=spec.update_rule in ("rigl", "granet"),
+                                   dense_gradient=spec.method in ("rigl", "granet"),
                                    active_extra_macs=hypernet_macs if hypernet_active else 0)
     counts = masks_lib.kept_counts(masks, prunable)
     collapsed = [n for n in prunable if counts[n] == 0]  # Layers cut off: nothing flows.

@@ -15,7 +15,7 @@ from east_jax import metrics as metrics_lib
 from east_jax.data import pipeline
 from east_jax.errors import UserInputError
 from east_jax.models import ReLU, dyrelu
-from tests.helpers import built_once, tiny_config
+from tests.helpers import built_once, east_masked_run, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,10 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def east_run(data_dir):
   """A finished EAST run with weight sharing, past its DyReLU phase-out."""
-  config = tiny_config(data_dir, **{"sparsity.method": "east", "sparsity.sparsity": 0.9,
-                                    "model.stage_sizes": (3, 1), "sparsity.update_interval": 2,
-                                    "east.cycle_update_interval": 1})
-  return built_once("export_east", lambda workdir: train.train_and_evaluate(config, workdir))
+  return east_masked_run(data_dir)
 
 
 def test_exported_network_scores_like_the_checkpoint(east_run, tmp_path):

@@ -7,6 +7,8 @@ are prunable is a static function of the param tree's paths and shapes, so there
 None leaves and nothing to carry in state.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,3 +68,37 @@ def apply(params, masks):
 def kept_counts(masks, names) -> dict[str, int]:
   """Exact kept count per named layer, read from the masks (host side)."""
   return {n: int(np.count_nonzero(np.asarray(m))) for n, m in layers(masks, names).items()}
+
+
+class MaskCounts(NamedTuple):
+  """Kept weights per pruned layer and in total."""
+  layers: dict[str, tuple[int, int]]  # leaf name -> (kept, size)
+  kept: int
+  size: int
+
+  @property
+  def density(self) -> float:
+    """The kept fraction of the pruned layers."""
+    return self.kept / self.size
+
+  @property
+  def sparsity(self) -> float:
+    return 1.0 - self.density
+
+
+def layer_counts(masks) -> MaskCounts:
+  """Exact kept counts of every pruned leaf (host side; only the masks are needed).
+
+  Args:
+    masks: a mask pytree (e.g. `get_masks(opt_state)`).
+
+  Returns:
+    MaskCounts: (kept, size) per pruned leaf in tree order, their totals, and the density
+    and sparsity over them. Weight sharing is not counted here (see `accounting`).
+  """
+  layers = {}
+  for path, mask in jax.tree_util.tree_flatten_with_path(jax.device_get(masks))[0]:
+    if np.ndim(mask):
+      layers[leaf_name(path)] = (int(np.count_nonzero(mask)), int(np.size(mask)))
+  return MaskCounts(layers, sum(k for k, _ in layers.values()),
+                    sum(n for _, n in layers.values()))

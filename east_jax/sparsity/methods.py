@@ -23,10 +23,11 @@ from east_jax.sparsity import transform
 from east_jax.sparsity.cycles import CycleSchedule
 from east_jax.sparsity.transform import SparsitySpec
 
-METHODS = {"dense": None, "static": "none", "set": "set", "rigl": "rigl", "gmp": "gmp",
-           "east": "rigl", "snip": "none", "grasp": "none", "synflow": "none",
-           "granet": "granet"}
-PRUNING_AT_INIT = ("snip", "grasp", "synflow")
+# Every config.sparsity.method and the transformation's method it runs (None: none).
+CONFIG_METHODS = {"dense": None, "static": "static", "set": "set", "rigl": "rigl",
+                  "gmp": "gmp", "east": "rigl", "snip": "static", "grasp": "static",
+                  "synflow": "static", "granet": "granet"}
+PRUNING_AT_INIT = transform.PRUNING_AT_INIT
 
 
 def _parse_overrides(entries) -> tuple:
@@ -47,9 +48,9 @@ def _parse_overrides(entries) -> tuple:
 def validate(sparsity_config) -> None:
   """Checks config.sparsity; raises UserInputError with what to change."""
   method = sparsity_config.method
-  if method not in METHODS:
+  if method not in CONFIG_METHODS:
     raise UserInputError(f"Unknown sparsity method {method!r}: choose one of "
-                         f"{', '.join(METHODS)} (config.sparsity.method).")
+                         f"{', '.join(CONFIG_METHODS)} (config.sparsity.method).")
   if method == "dense":
     return
   sparsity = sparsity_config.sparsity
@@ -90,16 +91,27 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
                 cycles: CycleSchedule | None = None, prunable=masks.is_kernel,
                 never_prune: tuple = (), stem: str = "",
                 classifier: str = "") -> SparsitySpec | None:
-  """The SparsitySpec of `config.sparsity`, or None for dense training.
+  """The SparsitySpec of `config.sparsity` (checked first).
 
-  `kernel_uses` (weight sharing) and `cycles` (cyclic sparsity) come from the model's
-  training recipe; `prunable` and `never_prune` say which leaves can be pruned (see
-  SparsitySpec); `stem` and `classifier` name the model's first and output kernels, for
-  keep_stem_dense, keep_classifier_dense and connect_all_classes.
+  Args:
+    sparsity_config: the `config.sparsity` section (configs/default.py lists its fields).
+    total_steps: the run's length in steps.
+    seed: seeds the masks.
+    kernel_uses: weight sharing's kernel uses, for the budget (see SparsitySpec).
+    cycles: cyclic sparsity, or None.
+    prunable / never_prune: which leaves can be pruned (see SparsitySpec).
+    stem / classifier: the model's first and output kernels, needed by keep_stem_dense,
+      keep_classifier_dense and connect_all_classes.
+
+  Returns:
+    The spec, or None for method "dense".
+
+  Raises:
+    UserInputError: a config value that cannot work, saying what to change.
   """
   validate(sparsity_config)
   method = sparsity_config.method
-  rule = METHODS[method]
+  rule = CONFIG_METHODS[method]
   if rule is None:
     return None
   layers = (("keep_stem_dense", "stem", stem), ("keep_classifier_dense", "classifier", classifier),
@@ -109,20 +121,21 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
       raise UserInputError(f"config.sparsity.{field} needs the model's {role} kernel name "
                            f"(create_spec({role}=...)).")
   keep_dense = tuple(name for field, _, name in layers[:2] if sparsity_config[field])
+  update_end = sparsity_config.update_end_step
   return SparsitySpec(
-      update_rule=rule, density=1.0 - sparsity_config.sparsity, total_steps=total_steps,
-      distribution=sparsity_config.distribution, prunable=prunable, keep_dense=keep_dense,
-      classifier=classifier,
-      overrides=_parse_overrides(sparsity_config.layer_density_overrides),
+      method=rule, sparsity=sparsity_config.sparsity, total_steps=total_steps, seed=seed,
+      distribution=sparsity_config.distribution,
+      layer_density_overrides=_parse_overrides(sparsity_config.layer_density_overrides),
       min_kept_per_layer=sparsity_config.min_kept_per_layer,
-      connect_all_classes=sparsity_config.connect_all_classes,
+      keep_connected=(classifier,) if sparsity_config.connect_all_classes else (),
+      prunable=prunable, never_prune=tuple(never_prune), keep_dense=keep_dense,
       update_interval=sparsity_config.update_interval,
-      update_start=sparsity_config.update_start_step,
-      update_end=sparsity_config.update_end_step,
+      update_start_step=sparsity_config.update_start_step,
+      update_end_step=None if update_end < 0 else update_end,
       drop_fraction=sparsity_config.drop_fraction,
       drop_fraction_final=sparsity_config.drop_fraction_final,
-      kernel_uses=kernel_uses, cycles=cycles, never_prune=tuple(never_prune), seed=seed,
       prune_at_init=method if method in PRUNING_AT_INIT else "",
       scope=sparsity_config.scope if method in PRUNING_AT_INIT else "layerwise",
-      initial_density=1.0 - sparsity_config.init_sparsity if method == "granet" else 1.0,
-      prune_end=round(sparsity_config.prune_end * total_steps) if method == "granet" else -1)
+      init_sparsity=sparsity_config.init_sparsity if method == "granet" else 0.0,
+      prune_end=sparsity_config.prune_end if method == "granet" else 1.0,
+      cycles=cycles, kernel_uses=kernel_uses)

@@ -29,76 +29,149 @@ from east_jax.errors import UserInputError
 from east_jax.sparsity import criteria, distributions, masks as masks_lib, schedules
 from east_jax.sparsity.cycles import CycleSchedule
 
-UPDATE_RULES = ("none", "set", "rigl", "gmp", "granet")
+METHODS = ("static", "set", "rigl", "gmp", "granet")
 SCOPES = ("global", "layerwise")
+PRUNING_AT_INIT = ("snip", "grasp", "synflow")
 
 
 @dataclasses.dataclass(frozen=True)
 class SparsitySpec:
-  """Static settings of a sparse run (built from the config by `methods.create_spec`).
+  """What a sparse run prunes and how its masks evolve (static settings).
 
-  update_rule: "none" (static masks), "set" (magnitude drop, random grow), "rigl"
-    (magnitude drop, gradient grow), "gmp" (gradual magnitude pruning from dense) or
-    "granet" (gradual global magnitude pruning from `initial_density` until `prune_end`,
-    and RigL's drop / grow at every update, with per-layer counts read from the masks).
-  density: the overall kept fraction (1 - sparsity) over the prunable tensors.
-  overrides: ((layer name, density), ...) fixed layer densities inside the budget.
-  min_kept_per_layer / connect_all_classes: the collapse guard (docs/method.md section 7).
-  update_interval / update_start / update_end: mask updates at start + k * interval
-    for start <= step < end (GMP: its pruning steps, the last one at end).
-  total_steps: length of training (the drop-fraction cosine decays over it).
-  kernel_uses: ((kernel name, uses), ...) for kernels reused by weight sharing: the
-    budget is round(density * N_full), N_full counting every use.
-  cycles: cyclic sparsity before the constant-density updates (set/rigl), or None.
-  prunable: (leaf name, shape) -> whether the leaf is pruned; default: conv and dense
-    kernels (`masks.is_kernel`).
-  never_prune: param scopes (path components) whose leaves are never pruned and not in
-    the budget, e.g. a model's auxiliary networks.
-  keep_dense: leaf names left dense and outside the budget (e.g. the first layer).
-  classifier: the output layer's kernel, whose every column connect_all_classes keeps
-    connected.
-  prune_at_init: "" or the scoring ("snip", "grasp", "synflow") whose masks the caller
-    puts in the state before the first step (`saliency`), scored on the dense
-    initialisation (the transformation's initial masks keep every weight); they then stay
-    fixed.
-  scope: "layerwise" (each layer keeps its distribution's count) or "global" (one top-k
-    over all layers: per-layer counts are known only from the masks).
-  initial_density / prune_end: GraNet's starting density and the step of its last
-    pruning (its cubic schedule runs from update_start to prune_end).
+  The names are those of `config.sparsity` (`methods.create_spec` builds this from it).
+
+  The rule:
+    method: "static" (masks drawn once), "set" (magnitude drop, random grow), "rigl"
+      (magnitude drop, gradient grow), "gmp" (gradual magnitude pruning from dense) or
+      "granet" (gradual global magnitude pruning from `init_sparsity` until `prune_end`,
+      then RigL's drop / grow with per-layer counts read from the masks).
+    sparsity: the fraction of the prunable weights removed (0.999 keeps 1 in 1000).
+    total_steps: length of training (the drop fraction's cosine decays over it).
+    seed: seeds the random masks and the random choices of every update.
+  The layers:
+    distribution: "erk" or "uniform": how the budget is split among layers.
+    layer_density_overrides: ((layer name, density), ...) fixed inside the budget.
+    min_kept_per_layer: the fewest weights any layer keeps (the collapse guard).
+    keep_connected: layers (2-D kernels, e.g. the classifier) whose every output column
+      keeps at least one weight.
+    prunable: (leaf name, shape) -> whether the leaf is pruned; default: conv and dense
+      kernels (`masks.is_kernel`).
+    never_prune: param scopes (path components) whose leaves are never pruned and not in
+      the budget, e.g. a model's auxiliary networks.
+    keep_dense: leaf names left dense and outside the budget (e.g. the first layer).
+  The updates:
+    update_interval / update_start_step / update_end_step: mask updates at
+      start + k * interval for start <= step < end (None: the end of training); GMP prunes
+      at these steps, the last one at the end.
+    drop_fraction / drop_fraction_final: the fraction of each layer's kept weights
+      dropped and regrown, decayed by a cosine from the first to the second.
+    prune_at_init: "" or the scoring ("snip", "grasp", "synflow") whose masks the caller
+      puts in the state before the first step (`saliency`); the initial masks keep every
+      weight so that the scoring sees the dense initialisation; method "static" then keeps
+      them fixed.
+    scope: for pruning at initialisation, "layerwise" (each layer keeps its distribution's
+      count) or "global" (one top-k over all layers).
+    init_sparsity / prune_end: GraNet's starting sparsity and the fraction of training at
+      which its cubic pruning schedule (from update_start_step) ends.
+  Additions, usable with any method (EAST uses both):
+    cycles: cyclic sparsity before the constant-density updates (set / rigl), or None.
+    kernel_uses: ((kernel name, uses), ...) for kernels that weight sharing reuses: the
+      budget is round((1 - sparsity) * N_full), N_full counting every use.
   """
-  update_rule: str
-  density: float
+  method: str
+  sparsity: float
   total_steps: int
+  seed: int = 0
   distribution: str = "erk"
-  overrides: tuple = ()
+  layer_density_overrides: tuple = ()
   min_kept_per_layer: int = 0
-  connect_all_classes: bool = False
-  update_interval: int = 100
-  update_start: int = 0
-  update_end: int = -1
-  drop_fraction: float = 0.5
-  drop_fraction_final: float = 0.005
-  kernel_uses: tuple = ()
-  cycles: CycleSchedule | None = None
+  keep_connected: tuple = ()
   prunable: Callable[[str, tuple], bool] = masks_lib.is_kernel
   never_prune: tuple = ()
   keep_dense: tuple = ()
-  classifier: str = ""
-  seed: int = 0
+  update_interval: int = 100
+  update_start_step: int = 0
+  update_end_step: int | None = None
+  drop_fraction: float = 0.5
+  drop_fraction_final: float = 0.005
   prune_at_init: str = ""
   scope: str = "layerwise"
-  initial_density: float = 1.0
-  prune_end: int = -1
+  init_sparsity: float = 0.0
+  prune_end: float = 1.0
+  cycles: CycleSchedule | None = None
+  kernel_uses: tuple = ()
+
+  def __post_init__(self):
+    checks = [
+        (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+        (0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}"),
+        (self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}"),
+        (self.update_interval > 0,
+         f"update_interval must be positive, got {self.update_interval}"),
+        (self.prune_at_init in ("", *PRUNING_AT_INIT),
+         f"prune_at_init must be '' or one of {PRUNING_AT_INIT}, got {self.prune_at_init!r}"),
+        (self.scope in SCOPES, f"scope must be one of {SCOPES}, got {self.scope!r}"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(f"SparsitySpec: {message}.")
+
+  @property
+  def density(self) -> float:
+    """The kept fraction, 1 - sparsity."""
+    return 1.0 - self.sparsity
 
   @property
   def end(self) -> int:
-    return self.total_steps if self.update_end < 0 else self.update_end
+    """The step at which mask updates stop."""
+    return self.total_steps if self.update_end_step is None else self.update_end_step
+
+  @property
+  def prune_end_step(self) -> int:
+    """GraNet's last pruning step (at most)."""
+    return round(self.prune_end * self.total_steps)
 
 
 class SparseTrainingState(NamedTuple):
+  """The state of `sparse_training`: the inner optimizer's, the masks (a pytree like the
+  params: boolean arrays at pruned leaves, scalar True elsewhere) and the step count."""
   inner_state: Any
   masks: Any
   step: jax.Array
+
+
+def get_masks(opt_state):
+  """The masks inside an optimizer state, however `sparse_training` is wrapped.
+
+  Args:
+    opt_state: the state of an optimizer holding one `sparse_training` (alone, or inside
+      `optax.chain`, `optax.MultiSteps`, `optax.inject_hyperparams`, ...).
+
+  Returns:
+    The mask pytree: the params' structure, boolean arrays at pruned leaves, the scalar
+    True elsewhere.
+
+  Raises:
+    ValueError: when the state holds no `sparse_training` state, or more than one.
+  """
+  found = optax.tree_utils.tree_get_all_with_path(opt_state, SparseTrainingState.__name__)
+  if len(found) != 1:
+    raise ValueError(f"Expected one {SparseTrainingState.__name__} in the optimizer state, "
+                     f"found {len(found)}: build the optimizer with sparse_training(...).")
+  return found[0][1].masks
+
+
+def masked_params(params, opt_state):
+  """`params` with every pruned weight set to exactly 0 (call it after `tx.init`).
+
+  Args:
+    params: the model's parameters.
+    opt_state: an optimizer state holding one `sparse_training` state (`get_masks`).
+
+  Returns:
+    The params, zero outside the masks.
+  """
+  return masks_lib.apply(params, get_masks(opt_state))
 
 
 def prunable_shapes(spec: SparsitySpec, params) -> dict[str, tuple]:
@@ -131,35 +204,36 @@ def target_counts(spec: SparsitySpec, shapes, density: float | None = None) -> d
     if _guarded(spec, name):
       minimum[name] = max(minimum[name], shape[1])
   return distributions.kept_counts(shapes, spec.density if density is None else density,
-                                   spec.distribution, dict(spec.overrides), minimum,
+                                   spec.distribution, dict(spec.layer_density_overrides), minimum,
                                    reference_size(spec, shapes))
 
 
 def initial_density(spec: SparsitySpec) -> float:
   """The density of the masks at step 0 (GraNet starts above its target)."""
-  return spec.initial_density if spec.update_rule == "granet" else spec.density
+  return 1.0 - spec.init_sparsity if spec.method == "granet" else spec.density
 
 
 def counts_from_masks(spec: SparsitySpec) -> bool:
   """Whether the per-layer counts are known only from the masks (global scoring, GraNet's
   global pruning), not from the spec."""
-  return spec.update_rule == "granet" or (spec.prune_at_init and spec.scope == "global")
+  return spec.method == "granet" or (spec.prune_at_init and spec.scope == "global")
 
 
 def granet_prune_table(spec: SparsitySpec, shapes) -> tuple[list[int], list[int]]:
   """GraNet's pruning steps (the update steps up to prune_end) and the exact total kept
-  count after each: the cubic schedule from 1 - initial_density to the target sparsity,
+  count after each: the cubic schedule from init_sparsity to the target sparsity,
   reached at the last of them."""
-  steps = [s for s in range(max(1, spec.update_start), spec.prune_end + 1)
-           if (s - spec.update_start) % spec.update_interval == 0 and s < spec.end]
+  steps = [s for s in range(max(1, spec.update_start_step), spec.prune_end_step + 1)
+           if (s - spec.update_start_step) % spec.update_interval == 0 and s < spec.end]
   full = reference_size(spec, shapes)
   if not steps:
     return [], []
   last = steps[-1]
-  start, final = 1.0 - spec.initial_density, 1.0 - spec.density
+  start, final = 1.0 - initial_density(spec), 1.0 - spec.density
   totals = []
   for s in steps:
-    progress = 1.0 if s == last else (s - spec.update_start) / max(1, last - spec.update_start)
+    progress = (1.0 if s == last else
+                (s - spec.update_start_step) / max(1, last - spec.update_start_step))
     sparsity = final + (start - final) * (1.0 - progress) ** 3
     totals.append(round((1.0 - sparsity) * full))
   return steps, totals
@@ -171,10 +245,10 @@ def _count_table(spec, shapes, densities) -> np.ndarray:
 
 def gmp_count_table(spec: SparsitySpec, shapes) -> tuple[list[int], np.ndarray]:
   """GMP's pruning steps and the kept count of every layer at each of them."""
-  steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
+  steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start_step,
                                      end=spec.end)
   return steps, _count_table(spec, shapes, [1.0 - schedules.gmp_sparsity(
-      s, final_sparsity=1.0 - spec.density, start=spec.update_start, end=spec.end)
+      s, final_sparsity=1.0 - spec.density, start=spec.update_start_step, end=spec.end)
                                             for s in steps])
 
 
@@ -189,10 +263,10 @@ def kept_capacity(spec: SparsitySpec, params, from_step: int = 0) -> dict[str, i
   number of slots a computation over the kept weights needs there (the cycles peak above
   the target until their last update, at `cycles.end_step`; GMP starts dense)."""
   shapes = prunable_shapes(spec, params)
-  if spec.update_rule == "gmp" or (spec.prune_at_init and spec.scope == "global"):
+  if spec.method == "gmp" or (spec.prune_at_init and spec.scope == "global"):
     return {n: math.prod(s) for n, s in shapes.items()}
-  if spec.update_rule == "granet":  # Counts only fall from the initial ones.
-    return target_counts(spec, shapes, spec.initial_density)
+  if spec.method == "granet":  # Counts only fall from the initial ones.
+    return target_counts(spec, shapes, initial_density(spec))
   counts = target_counts(spec, shapes)
   if spec.cycles is not None and from_step <= spec.cycles.end_step:
     peaks = cycle_count_table(spec, shapes)[1].max(axis=0, initial=0)
@@ -206,7 +280,7 @@ def settled_step(spec: SparsitySpec | None, params=None) -> int | None:
   start."""
   if spec is None:
     return None
-  if spec.update_rule == "granet":
+  if spec.method == "granet":
     steps, _ = granet_prune_table(spec, prunable_shapes(spec, params))
     return steps[-1] + 1 if steps else None
   return None if spec.cycles is None else spec.cycles.end_step + 1
@@ -215,7 +289,7 @@ def settled_step(spec: SparsitySpec | None, params=None) -> int | None:
 def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:
   """The steps (transformation step counts) whose mask update reads the gradient at
   pruned positions (RigL's growth); every other step needs it at kept positions only."""
-  if spec.update_rule not in ("rigl", "granet"):
+  if spec.method not in ("rigl", "granet"):
     return frozenset()
   steps = np.arange(spec.total_steps)
   return frozenset(int(s) for s in steps[np.asarray(is_update_step(spec, steps))])
@@ -223,7 +297,7 @@ def dense_gradient_steps(spec: SparsitySpec) -> frozenset[int]:
 
 def _guarded(spec: SparsitySpec, name: str) -> bool:
   """Whether the collapse guard keeps every column of this layer connected."""
-  return spec.connect_all_classes and name == spec.classifier
+  return name in spec.keep_connected
 
 
 def _layer_key(seed: int, step, layer_index: int):
@@ -234,7 +308,7 @@ def initial_masks(spec: SparsitySpec, params):
   """Random masks with the exact per-layer counts; all dense for GMP, and for pruning at
   initialisation, whose scoring must see every weight of the initialisation."""
   shapes = prunable_shapes(spec, params)
-  if spec.update_rule == "gmp" or spec.prune_at_init:
+  if spec.method == "gmp" or spec.prune_at_init:
     counts = {n: math.prod(s) for n, s in shapes.items()}
   else:
     counts = target_counts(spec, shapes, initial_density(spec))
@@ -252,7 +326,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
   gradients = masks_lib.layers(grads, shapes)
   current = masks_lib.layers(masks, shapes)
   new = {}
-  if spec.update_rule == "gmp":
+  if spec.method == "gmp":
     steps, table = gmp_count_table(spec, shapes)
     table = jnp.asarray(table)
     event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
@@ -260,9 +334,9 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
       new[name] = criteria.prune_to(_layer_key(spec.seed, step, i), weights[name], current[name],
                                     table[event, i])
     return masks_lib.replace_layers(masks, new)
-  if spec.update_rule == "granet":
+  if spec.method == "granet":
     return _granet_masks(spec, shapes, weights, gradients, masks, current, step)
-  grow = gradients if spec.update_rule == "rigl" else dict.fromkeys(shapes)
+  grow = gradients if spec.method == "rigl" else dict.fromkeys(shapes)
   counts = target_counts(spec, shapes)
 
   def constant_density():
@@ -323,13 +397,13 @@ def _granet_masks(spec, shapes, weights, gradients, masks, current, step):
 
 
 def is_update_step(spec: SparsitySpec, step):
-  """Whether `step` updates the masks (spec.update_rule is not "none")."""
-  if spec.update_rule == "gmp":
-    steps = schedules.gmp_update_steps(interval=spec.update_interval, start=spec.update_start,
-                                       end=spec.end)
+  """Whether `step` updates the masks (for every method but "static")."""
+  if spec.method == "gmp":
+    steps = schedules.gmp_update_steps(interval=spec.update_interval,
+                                       start=spec.update_start_step, end=spec.end)
     return jnp.isin(step, jnp.asarray(steps or [-1], jnp.int32))
   constant = schedules.is_update_step(step, interval=spec.update_interval,
-                                      start=spec.update_start, end=spec.end)
+                                      start=spec.update_start_step, end=spec.end)
   if spec.cycles is None:
     return constant
   cyclic = jnp.isin(step, jnp.asarray(spec.cycles.update_steps() or [-1], jnp.int32))
@@ -338,9 +412,18 @@ def is_update_step(spec: SparsitySpec, step):
 
 def sparse_training(inner: optax.GradientTransformation,
                     spec: SparsitySpec) -> optax.GradientTransformationExtraArgs:
-  """Wraps `inner` so that only kept weights train and masks evolve per `spec`."""
-  if spec.update_rule not in UPDATE_RULES:
-    raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {spec.update_rule!r}")
+  """Wraps `inner` so that only kept weights train and masks evolve per `spec`.
+
+  Args:
+    inner: the optimizer of the kept weights (any Optax transformation); it runs on every
+      step, on gradients that are zero outside the masks.
+    spec: what is pruned and how the masks evolve.
+
+  Returns:
+    A transformation whose `init(params)` draws the initial masks (`get_masks` reads them;
+    `masked_params` applies them) and whose `update(grads, state, params)` must be given
+    the params; its updates set every pruned weight to exactly 0.
+  """
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -352,7 +435,7 @@ def sparse_training(inner: optax.GradientTransformation,
     if params is None:
       raise ValueError("sparse_training needs params: call tx.update(grads, state, params).")
     old = state.masks
-    if spec.update_rule == "none":
+    if spec.method == "static":
       new = kept = old
     else:
       is_update = is_update_step(spec, state.step)
@@ -365,7 +448,7 @@ def sparse_training(inner: optax.GradientTransformation,
     # Only kept weights get gradients, so off the mask the moments stay 0.
     updates, inner_state = inner.update(masks_lib.apply(grads, kept), state.inner_state, params,
                                         **extra_args)
-    if spec.update_rule != "none":
+    if spec.method != "static":
       # After a mask update, grown and dropped positions restart with zero moments.
       inner_state = jax.lax.cond(is_update, lambda s: optax.tree_map_params(
           inner, lambda x, m: jnp.where(m, x, jnp.zeros_like(x)), s, kept,

@@ -43,7 +43,7 @@ PARAMS = {
 @pytest.mark.parametrize("rule", ["rigl", "set"])
 def test_masks_follow_the_cycle_exactly_then_rigl_keeps_the_count(rule):
   cycles = CycleSchedule(total_steps=60, num_cycles=2, length=0.25, update_interval=3)
-  spec = transform.SparsitySpec(update_rule=rule, density=0.05, total_steps=60,
+  spec = transform.SparsitySpec(method=rule, sparsity=0.95, total_steps=60,
                                 update_interval=4, cycles=cycles,
                                 kernel_uses=(("block/conv/kernel", 2),))
   leaves, treedef = jax.tree.flatten(PARAMS)

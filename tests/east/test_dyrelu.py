@@ -81,7 +81,7 @@ def test_hypernetworks_are_never_pruned_nor_in_the_budget():
   image = jnp.zeros((1, 8, 8, 3))
   dy = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1), act=DyReLU)
   plain = create_model("resnet18", num_classes=4, width=8, stage_sizes=(1, 1))
-  spec = transform.SparsitySpec(update_rule="rigl", density=0.05, total_steps=1,
+  spec = transform.SparsitySpec(method="rigl", sparsity=0.95, total_steps=1,
                                 never_prune=(HYPERNET,))
   dy_params = jax.eval_shape(lambda: dy.init(jax.random.key(0), image, train=False))["params"]
   plain_params = jax.eval_shape(

@@ -31,7 +31,7 @@ def test_resnet34_cifar10_budget_counts_the_unshared_network():
   assert _kernel_total(params) == 11_164_352
   assert len(model.shared_convs()) == 16  # 8 of 16 blocks x 2 convs.
   for sparsity, kept in [(0.999, 21_265), (0.9995, 10_633), (0.9999, 2_127)]:
-    spec = transform.SparsitySpec(update_rule="rigl", density=1 - sparsity, total_steps=1,
+    spec = transform.SparsitySpec(method="rigl", sparsity=sparsity, total_steps=1,
                                   kernel_uses=east.kernel_uses(model))
     shapes = transform.prunable_shapes(spec, params)
     assert transform.reference_size(spec, shapes) == 21_265_088
@@ -44,7 +44,7 @@ def test_resnet34_cifar10_budget_counts_the_unshared_network():
 def test_unshared_size_equals_the_plain_resnet(name, stem, image):
   shared = create_model(name, num_classes=100, stem=stem, share_ratio=2)
   plain = _params(create_model(name, num_classes=100, stem=stem), image)
-  spec = transform.SparsitySpec(update_rule="rigl", density=0.001, total_steps=1,
+  spec = transform.SparsitySpec(method="rigl", sparsity=0.999, total_steps=1,
                                 kernel_uses=east.kernel_uses(shared))
   shapes = transform.prunable_shapes(spec, _params(shared, image))
   assert transform.reference_size(spec, shapes) == _kernel_total(plain)
@@ -103,7 +103,7 @@ def test_gradient_of_a_shared_kernel_is_summed_over_its_uses():
 
 def test_masks_live_on_unique_kernels_and_accounting_counts_every_use():
   shared, _, _, variables = _tiny_pair()
-  spec = transform.SparsitySpec(update_rule="rigl", density=0.1, total_steps=1,
+  spec = transform.SparsitySpec(method="rigl", sparsity=0.9, total_steps=1,
                                 kernel_uses=east.kernel_uses(shared))
   masks = transform.initial_masks(spec, variables["params"])
   shapes = transform.prunable_shapes(spec, variables["params"])

@@ -37,8 +37,8 @@ def _cosine(step, total, initial=0.5, final=0.005):
 
 
 def test_granet_prunes_to_the_cubic_schedule_and_regrows_at_the_cosine_rate():
-  spec = transform.SparsitySpec(update_rule="granet", density=0.05, initial_density=0.5,
-                                total_steps=14, update_interval=2, prune_end=8)
+  spec = transform.SparsitySpec(method="granet", sparsity=0.95, init_sparsity=0.5,
+                                total_steps=14, update_interval=2, prune_end=8 / 14)
   params = _random_like(PARAMS, jax.random.key(0))
   shapes = transform.prunable_shapes(spec, params)
   names, n = list(shapes), sum(math.prod(s) for s in shapes.values())
@@ -75,8 +75,8 @@ def test_granet_prunes_to_the_cubic_schedule_and_regrows_at_the_cosine_rate():
 
 
 def test_granet_keeps_the_collapse_guard_inside_the_exact_total():
-  spec = transform.SparsitySpec(update_rule="granet", density=0.01, initial_density=0.3,
-                                total_steps=6, update_interval=2, prune_end=2,
+  spec = transform.SparsitySpec(method="granet", sparsity=0.99, init_sparsity=0.7,
+                                total_steps=6, update_interval=2, prune_end=2 / 6,
                                 min_kept_per_layer=5)
   params = _random_like(PARAMS, jax.random.key(1))
   shapes = transform.prunable_shapes(spec, params)

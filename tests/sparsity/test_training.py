@@ -86,7 +86,7 @@ def test_accounting_counts_masks_not_zeros():
   positions = {n: p[0] for n, p in uses.items()}
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 28, 28, 1)),
                                              train=False))["params"]
-  spec = transform.SparsitySpec(update_rule="rigl", density=0.1, total_steps=10)
+  spec = transform.SparsitySpec(method="rigl", sparsity=0.9, total_steps=10)
   masks = transform.initial_masks(spec, params)
   prunable = list(transform.prunable_shapes(spec, params))
   shapes = {n: tuple(x.shape) for n, x in masks_lib.layers(params, positions).items()}

@@ -27,7 +27,7 @@ def _params(key):
 
 
 def _spec(rule="rigl", **kw):
-  kw = dict(dict(update_rule=rule, density=0.1, total_steps=20, update_interval=2), **kw)
+  kw = dict(dict(method=rule, sparsity=0.9, total_steps=20, update_interval=2), **kw)
   return transform.SparsitySpec(**kw)
 
 
@@ -57,7 +57,7 @@ INNERS = {
 
 
 @pytest.mark.parametrize("inner_name", list(INNERS))
-@pytest.mark.parametrize("rule", ["rigl", "set", "none"])
+@pytest.mark.parametrize("rule", ["rigl", "set", "static"])
 def test_pruned_weights_are_zero_and_grown_moments_reset(inner_name, rule):
   inner = INNERS[inner_name]()
   spec = _spec(rule)
@@ -86,7 +86,7 @@ def test_pruned_weights_are_zero_and_grown_moments_reset(inner_name, rule):
     outside, num_leaves = _moment_values_outside(inner, state.inner_state, kept)
     assert num_leaves >= len(jax.tree.leaves(params))  # Momentum, or Adam's mu and nu.
     assert not np.any(outside)  # Zero for grown, dropped and pruned positions.
-  assert (changed > 0) == (rule != "none")
+  assert (changed > 0) == (rule != "static")
   assert int(state.step) == 8
 
 
@@ -140,7 +140,7 @@ def test_keep_stem_and_classifier_dense():
 
 
 def test_gmp_prunes_from_dense_to_the_target():
-  spec = _spec("gmp", density=0.1, update_interval=2, update_end=8, total_steps=10)
+  spec = _spec("gmp", update_interval=2, update_end_step=8, total_steps=10)
   tx = transform.sparse_training(optax.sgd(0.01), spec)
   params = _params(jax.random.key(0))
   state = jax.jit(tx.init)(params)
@@ -158,7 +158,7 @@ def test_gmp_prunes_from_dense_to_the_target():
 
 
 def test_collapse_guard_keeps_every_class_connected():
-  spec = _spec(density=0.02, connect_all_classes=True, classifier="classifier/kernel",
+  spec = _spec(sparsity=0.98, keep_connected=("classifier/kernel",),
                min_kept_per_layer=3, update_interval=1)
   tx = transform.sparse_training(optax.sgd(0.1), spec)
   params = _params(jax.random.key(0))
