@@ -88,6 +88,14 @@ def test_eval_counts_every_example_once_on_eight_devices(data_dir):
                              np.mean(train.cross_entropy(logits, labels)), rtol=1e-4)
 
 
+def test_compiler_options_yield_to_a_level_in_xla_flags(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  assert train.compiler_options() == {"xla_backend_optimization_level": 1}
+  assert train.compiler_options(runs_once=True) == {"xla_backend_optimization_level": 0}
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2")
+  assert train.compiler_options() == train.compiler_options(runs_once=True) == {}
+
+
 def test_check_finite_names_the_first_bad_step():
   metrics.check_finite([1.0, 0.5], first_step=10)
   with pytest.raises(FloatingPointError, match="nan at step 12"):

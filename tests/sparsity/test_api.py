@@ -26,8 +26,9 @@ def _train(tx, steps=6):
   params = _params(0)
   state = tx.init(params)
   params = sparsity.masked_params(params, state)
+  update = jax.jit(tx.update)
   for step in range(steps):
-    updates, state = tx.update(_params(100 + step), state, params)
+    updates, state = update(_params(100 + step), state, params)
     params = optax.apply_updates(params, updates)
   return params, state
 
