@@ -14,11 +14,11 @@ from east_jax.sparsity import masks as masks_lib
 from east_jax.sparsity import transform as sparse_transform
 
 
-def sparsity_reporter(spec, model, image_shape, params, workdir):
+def sparsity_reporter(spec, model, image_shape, params, workdir, sparse_compute=None):
   """None for dense runs; else report(state, hypernet_active, table=False) ->
-  accounting metrics, which also writes the per-layer counts to
-  `<workdir>/sparsity.json` unless workdir is None (table=True: returns the printable
-  per-layer table)."""
+  accounting metrics, which also writes the per-layer counts (and `sparse_compute`: what
+  runs over the kept weights) to `<workdir>/sparsity.json` unless workdir is None
+  (table=True: returns the printable per-layer table)."""
   if spec is None:
     return None
   uses = accounting.kernel_uses(model, image_shape, spec.never_prune, model.shared_convs())
@@ -41,7 +41,8 @@ def sparsity_reporter(spec, model, image_shape, params, workdir):
       with open(os.path.join(workdir, "sparsity.json"), "w") as f:
         json.dump({"step": int(state.step), **summary, "layers": counts,
                    "layer_sizes": {n: math.prod(shapes[n]) for n in prunable},
-                   "collapsed_layers": collapsed}, f, indent=2)
+                   "collapsed_layers": collapsed, "sparse_compute": sparse_compute}, f,
+                  indent=2)
     return summary
 
   return report

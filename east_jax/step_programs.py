@@ -128,5 +128,20 @@ class StepPrograms:
   def describe(self) -> str:
     counts = [len(self._models[k].sparse_capacity) if k in self._models else "some"
               for k in (False, True)]
+    path = f"; {sparse_conv.kernel_path()}" if any(counts) else ""
     return (f"sparse compute ({self._mode}): {counts[0]} layers over their kept weights only"
-            + (f", {counts[1]} from step {self.settled}" if self.settled is not None else ""))
+            + (f", {counts[1]} from step {self.settled}" if self.settled is not None else "")
+            + path)
+
+  def record(self) -> dict:
+    """What the run computes over its kept weights, for sparsity.json: the mode, the
+    kernel path and every such layer's slots (until `settled`, and from it on)."""
+    layers = [dict(self._models[k].sparse_capacity) if k in self._models else {}
+              for k in (False, True)]
+    record = {"mode": self._mode, "layers": layers[0],
+              "kernels": sparse_conv.kernel_path() if any(layers) else None}
+    if self.settled is not None:
+      record["settled_step"] = self.settled
+      if True in self._models:  # Else chosen from the masks when the run gets there.
+        record["settled_layers"] = layers[1]
+    return record

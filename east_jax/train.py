@@ -335,7 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if run.spec is not None:
     programs.check(start_step, _masks(state))
   sparsity_report = reporting.sparsity_reporter(run.spec, run.model, ds.image_shape,
-                                                state.params, workdir)
+                                                state.params, workdir, programs.record())
   if sparsity_report and is_chief:
     print(sparsity_report(state, table=True) + "\n" + programs.describe())
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else run.steps_per_epoch

@@ -126,11 +126,16 @@ def test_synflow_from_the_command_line_reports_collapsed_layers(data_dir, tmp_pa
          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
          "--config.model.width=4", "--config.model.stage_sizes=(1, 1)",
          "--config.batch_size=32", "--config.eval_batch_size=64", "--config.num_train_steps=2",
-         "--config.sparsity.synflow_rounds=5"]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+         "--config.sparsity.synflow_rounds=5", "--config.model.sparse_compute=on"]
+  # Without the native kernels the run says so at its start and records the path it took.
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "EAST_JAX_NATIVE_KERNELS": "0"})
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "synflow (global): kept 65 weights" in proc.stdout
+  path = "XLA gather / scatter (native CPU kernels off (EAST_JAX_NATIVE_KERNELS=0))"
+  assert sum(path in line for line in proc.stdout.splitlines()) == 1
   report = json.load(open(workdir / "sparsity.json"))
   assert report["sparsity/kept"] == 65 == sum(report["layers"].values())
+  assert report["sparse_compute"]["kernels"] == path
   assert report["collapsed_layers"] == [n for n, c in report["layers"].items() if c == 0]
   assert report["sparsity/collapsed_layers"] == len(report["collapsed_layers"])

@@ -147,6 +147,17 @@ def test_a_sparse_run_equals_the_masked_run(data_dir, tmp_path, capsys, method):
     for workdir in (masked_dir, tmp_path / "on"):
       _assert_east_logs(pathlib.Path(workdir), total_steps=8, sparsity=0.9,
                         cycle_update_interval=1, eval_every=3)
+    # What ran over the kept weights is recorded: every masked layer, in slots for the
+    # cycles' peak counts, then for the final ones from step 4; the native kernels.
+    record = json.load(open(tmp_path / "on" / "sparsity.json"))["sparse_compute"]
+    layers = json.load(open(tmp_path / "on" / "sparsity.json"))["layers"]
+    assert record["mode"] == "on" and record["kernels"] == "native CPU kernels"
+    assert set(record["layers"]) == set(record["settled_layers"]) == set(layers)
+    assert record["settled_step"] == 4
+    assert all(record["settled_layers"][n] == max(1, layers[n]) <= record["layers"][n]
+               for n in layers)
+    assert json.load(open(os.path.join(masked_dir, "sparsity.json")))["sparse_compute"] == {
+        "mode": "off", "layers": {}, "kernels": None}
   assert jax.device_count() == 8
   np.testing.assert_allclose(sparse_losses, masked_losses, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(sparse.opt_state.masks),

@@ -4,14 +4,13 @@
 ($CXX, else g++ or c++) against the installed jaxlib's FFI headers into
 ~/.cache/east_jax/kernels (EAST_JAX_KERNEL_DIR overrides), once per source, jaxlib and
 CPU: about 2 s, then the cached library is loaded. Without a compiler, or with
-EAST_JAX_NATIVE_KERNELS=0, `available()` is False (with a warning saying why) and callers
-keep their XLA implementation.
+EAST_JAX_NATIVE_KERNELS=0, `available()` is False, `status()` says why, and callers keep
+their XLA implementation (a training run prints and records which path it took).
 """
 
 import ctypes
 import functools
 import hashlib
-import logging
 import os
 import platform
 import shutil
@@ -76,16 +75,21 @@ def build() -> str:
 
 
 @functools.cache
-def available() -> bool:
-  """Whether the native kernels are built, loaded and registered for the CPU platform."""
+def status() -> str:
+  """"native" when the kernels are built, loaded and registered for the CPU platform;
+  otherwise one line saying why not (callers keep their XLA implementation)."""
   if os.environ.get("EAST_JAX_NATIVE_KERNELS", "1") == "0":
-    return False
+    return "off (EAST_JAX_NATIVE_KERNELS=0)"
   try:
     library = ctypes.CDLL(build())
   except (OSError, RuntimeError) as e:
-    logging.warning("Native CPU kernels unavailable, using XLA's gather/scatter path: %s", e)
-    return False
+    return f"unavailable ({str(e).strip().splitlines()[0]})"
   for target, symbol in _SYMBOLS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform="cpu")
-  return True
+  return "native"
+
+
+def available() -> bool:
+  """Whether the native kernels are built, loaded and registered (`status`)."""
+  return status() == "native"

@@ -74,6 +74,16 @@ def _native() -> bool:
   return _native_allowed and jax.default_backend() == "cpu" and kernels.available()
 
 
+def kernel_path() -> str:
+  """Which implementation computes over the kept weights here, in one line."""
+  if jax.default_backend() != "cpu":
+    return f"XLA gather / scatter on {jax.default_backend()}"
+  if _native():
+    return "native CPU kernels"
+  reason = kernels.status() if _native_allowed else "not used in this block"
+  return f"XLA gather / scatter (native CPU kernels {reason})"
+
+
 def select(capacity: dict[str, int], sizes: dict[str, int], mode: str,
            backend: str) -> tuple[tuple[str, int], ...]:
   """((layer, slots), ...) of the layers to compute over their kept weights.
