@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from east_jax import preemption, saved_run
+from east_jax import preemption, run_record, saved_run, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,12 +61,10 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_to_the_same_run(data_d
   assert f"step {stopped}/40:" in stdout  # Plain log lines: stdout is not a terminal.
   assert "\r" not in stdout + stderr
 
-  resumed = subprocess.run(_command(data_dir, interrupted), cwd=REPO, capture_output=True,
-                           text=True, timeout=600)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  reference = subprocess.run(_command(data_dir, uninterrupted), cwd=REPO, capture_output=True,
-                             text=True, timeout=600)
-  assert reference.returncode == 0, reference.stderr[-3000:]
+  # The command line's config, resumed and run whole in this process.
+  config = run_record.load_config(interrupted)
+  train.train_and_evaluate(config, interrupted)
+  train.train_and_evaluate(config, uninterrupted)
   a, b = saved_run.load(interrupted).state, saved_run.load(uninterrupted).state
   assert int(a.step) == int(b.step) == 40
   for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
