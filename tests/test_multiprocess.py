@@ -34,7 +34,8 @@ def _command(data_dir, workdir, *extra):
 
 
 def _env(devices: int):
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                                     "--xla_backend_optimization_level=0"}  # As conftest.
 
 
 def _final_state(workdir):
