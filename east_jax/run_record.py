@@ -1,7 +1,7 @@
 """A workdir's record of what it runs: `<workdir>/config.json`.
 
 The first launch writes the config there; every relaunch compares its config with it
-before anything is restored or written. A field that changes what the run computes must
+before anything is restored or written, and then updates only the fields that may differ. A field that changes what the run computes must
 match; only the fields of `HOW_IT_RUNS` (how the run is observed, stored or executed,
 not what it computes) may differ between launches of one run.
 """
@@ -134,5 +134,24 @@ def check_relaunch(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def write(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  """Writes the record of a run's first launch. A relaunch of a run that has trained
+  (after `check_relaunch`) keeps that record and updates only the `HOW_IT_RUNS` fields it
+  holds (a moved data_dir, another log interval); nothing else is added or changed."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  saved = read(workdir)
+  if saved is None or not has_history(workdir):
+    with open(path, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    return
+  latest = flat_fields(json.loads(config.to_json_best_effort()))
+  updated = json.loads(json.dumps(saved))
+  for field, value in flat_fields(saved).items():
+    if is_free(field) and field in latest and latest[field] != value:
+      *parents, name = field.split(".")
+      node = updated
+      for key in parents:
+        node = node[key]
+      node[name] = latest[field]
+  if updated != saved:
+    with open(path, "w") as f:
+      json.dump(updated, f, indent=2)

@@ -105,6 +105,22 @@ def test_a_relaunch_that_changes_only_how_the_run_is_observed_resumes_exactly(
   assert run_record.differences(run_record.read(workdir), _rigl(data_dir)) == []
 
 
+def test_a_relaunch_keeps_the_record_of_a_run_that_predates_new_fields(halfway, data_dir,
+                                                                       tmp_path):
+  workdir = _copy(halfway, tmp_path)
+  path = os.path.join(workdir, run_record.CONFIG_FILE)
+  saved = run_record.read(workdir)
+  del saved["sparsity"]["drop_fraction_final"]  # As if the run predates the field.
+  with open(path, "w") as f:
+    json.dump(saved, f, indent=2)
+  before = open(path, "rb").read()
+  run_record.write(_rigl(data_dir), workdir)  # What a relaunch writes: nothing here.
+  assert open(path, "rb").read() == before
+  run_record.write(_rigl(data_dir, log_every_steps=1), workdir)
+  saved["log_every_steps"] = 1  # Only the field that may differ changes.
+  assert run_record.read(workdir) == saved
+
+
 def test_differences_compare_fields_added_since_the_run_with_their_defaults(data_dir):
   config = _rigl(data_dir)
   saved = json.loads(config.to_json_best_effort())
