@@ -149,8 +149,8 @@ def test_a_sparse_run_equals_the_masked_run(data_dir, tmp_path, capsys, method):
                         cycle_update_interval=1, eval_every=3)
     # What ran over the kept weights is recorded: every masked layer, in slots for the
     # cycles' peak counts, then for the final ones from step 4; the native kernels.
-    record = json.load(open(tmp_path / "on" / "sparsity.json"))["sparse_compute"]
-    layers = json.load(open(tmp_path / "on" / "sparsity.json"))["layers"]
+    report = json.load(open(tmp_path / "on" / "sparsity.json"))
+    record, layers = report["sparse_compute"], report["layers"]
     assert record["mode"] == "on" and record["kernels"] == "native CPU kernels"
     assert set(record["layers"]) == set(record["settled_layers"]) == set(layers)
     assert record["settled_step"] == 4

@@ -27,7 +27,6 @@ from east_jax.sparsity.transform import SparsitySpec
 CONFIG_METHODS = {"dense": None, "static": "static", "set": "set", "rigl": "rigl",
                   "gmp": "gmp", "east": "rigl", "snip": "static", "grasp": "static",
                   "synflow": "static", "granet": "granet"}
-PRUNING_AT_INIT = transform.PRUNING_AT_INIT
 
 
 def _parse_overrides(entries) -> tuple:
@@ -68,7 +67,7 @@ def validate(sparsity_config) -> None:
                          f"{sparsity_config.drop_fraction}.")
   if sparsity_config.min_kept_per_layer < 0:
     raise UserInputError("config.sparsity.min_kept_per_layer must be >= 0.")
-  if method in PRUNING_AT_INIT and sparsity_config.scope not in transform.SCOPES:
+  if method in transform.PRUNING_AT_INIT and sparsity_config.scope not in transform.SCOPES:
     raise UserInputError(f"config.sparsity.scope must be one of {transform.SCOPES}, got "
                          f"{sparsity_config.scope!r}.")
   if method == "synflow" and sparsity_config.synflow_rounds < 1:
@@ -134,8 +133,8 @@ def create_spec(sparsity_config, *, total_steps: int, seed: int, kernel_uses: tu
       update_end_step=None if update_end < 0 else update_end,
       drop_fraction=sparsity_config.drop_fraction,
       drop_fraction_final=sparsity_config.drop_fraction_final,
-      prune_at_init=method if method in PRUNING_AT_INIT else "",
-      scope=sparsity_config.scope if method in PRUNING_AT_INIT else "layerwise",
+      prune_at_init=method if method in transform.PRUNING_AT_INIT else "",
+      scope=sparsity_config.scope if method in transform.PRUNING_AT_INIT else "layerwise",
       init_sparsity=sparsity_config.init_sparsity if method == "granet" else 0.0,
       prune_end=sparsity_config.prune_end if method == "granet" else 1.0,
       cycles=cycles, kernel_uses=kernel_uses)
