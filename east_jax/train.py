@@ -275,7 +275,7 @@ class _Log:
     first = step - len(records) + 1
     metrics_lib.check_finite([r["loss"] for r in records], first)
     if any(r.pop(step_programs.SLOT_EXCESS, 0) > 0 for r in records):
-      programs.check(step, _masks(state), every=True)
+      programs.schedule.check(step, _masks(state), every=True)
       raise RunIntegrityError(f"Between steps {first} and {step} a layer kept more weights than "
                               "its sparse-compute slots; the run stopped before writing anything "
                               "more.")
@@ -333,11 +333,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       make_train=lambda model, beta_fn: make_train_step(model, run.tx, mesh, beta_fn),
       make_eval=lambda model, beta_fn: make_eval_step(model, mesh, beta_fn))
   if run.spec is not None:
-    programs.check(start_step, _masks(state))
+    programs.schedule.check(start_step, _masks(state))
   sparsity_report = reporting.sparsity_reporter(run.spec, run.model, ds.image_shape,
-                                                state.params, workdir, programs.record())
+                                                state.params, workdir, programs.schedule.record())
   if sparsity_report and is_chief:
-    print(sparsity_report(state, table=True) + "\n" + programs.describe())
+    print(sparsity_report(state, table=True) + "\n" + programs.schedule.describe())
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else run.steps_per_epoch
   writer = metrics_lib.MetricWriter(workdir)
   # A progress bar on a terminal; in a log file (CI, SLURM) one plain line per logged step.
@@ -359,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.log_every_steps == 0 or is_last or save:
         log.flush(step, state, programs)
       if step % eval_every == 0 or is_last:
-        programs.check(step, _masks(state))
+        programs.schedule.check(step, _masks(state))
         eval_metrics = (sparsity_report(state, run.plan.hypernet_active(step))
                         if sparsity_report else {})
         for split in config.eval_splits:
