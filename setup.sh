@@ -22,7 +22,7 @@ if [ -z "${PYTHON:-}" ]; then
   fi
   PYTHON=.venv/bin/python
 fi
-# The native CPU kernels (east_jax/kernels) are compiled on first use with g++.
+# The native CPU kernels (east_jax/kernels) are compiled by pip install (setup.py) with g++.
 command -v "${CXX:-g++}" >/dev/null || command -v c++ >/dev/null || apt_install g++
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 

@@ -79,7 +79,7 @@ def kernel_path() -> str:
   if jax.default_backend() != "cpu":
     return f"XLA gather / scatter on {jax.default_backend()}"
   if _native():
-    return "native CPU kernels"
+    return "native CPU kernels" + kernels.status().removeprefix("native")
   reason = kernels.status() if _native_allowed else "not used in this block"
   return f"XLA gather / scatter (native CPU kernels {reason})"
 
