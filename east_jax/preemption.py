@@ -49,3 +49,11 @@ class StopRequest:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
+
+  def deliver_late(self) -> None:
+    """Hands a signal noted after the last step (during the final evaluation or save) to
+    the handler put back by `close`, now that the run is written: the process (a study
+    between runs) stops as the sender asked instead of going on."""
+    if self._received and not self._multiprocess:
+      self._received = False
+      signal.raise_signal(signal.SIGTERM)

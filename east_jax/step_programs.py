@@ -58,13 +58,25 @@ class StepPrograms:
     """The model (with its sparse-compute slots) that runs at `step`."""
     return _with_slots(self._model, self.schedule.slots(step, masks))
 
+  def _train_key(self, step: int, masks):
+    program = self.schedule.program(step, masks)
+    return program, ("train", self._plan.hypernet_active(step), program.dense_kernel_grad,
+                     self.schedule.is_settled(step))
+
+  def phase(self, step: int, masks) -> str:
+    """The name of the train program that runs at `step`, e.g. "DyReLU, peak-count slots,
+    mask update" (for the time account, `run_timing`)."""
+    _, (_, active, dense_kernel_grad, settled) = self._train_key(step, masks)
+    return ", ".join(["DyReLU" if active else "ReLU"]
+                     + ([] if settled else ["peak-count slots"])
+                     + (["mask update"] if dense_kernel_grad else []))
+
   def train(self, step: int, masks):
     """The compiled train step of transformation step `step` (masks: the current ones)."""
-    program = self.schedule.program(step, masks)
-    model = _with_slots(self._model, program.slots)
-    active = self._plan.hypernet_active(step)
-    key = ("train", active, program.dense_kernel_grad, self.schedule.is_settled(step))
+    program, key = self._train_key(step, masks)
     if key not in self._programs:
+      model = _with_slots(self._model, program.slots)
+      _, active, _, _ = key
       self._programs[key] = self._make_train(
           model.clone(dense_kernel_grad=True) if program.dense_kernel_grad else model,
           self._plan.beta_fn if active else None)

@@ -32,6 +32,7 @@ from east_jax import preemption
 from east_jax import pruning_at_init
 from east_jax import reporting
 from east_jax import run_record
+from east_jax import run_timing
 from east_jax import step_programs
 from east_jax.data import pipeline
 from east_jax.errors import RunIntegrityError, UserInputError
@@ -347,10 +348,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   log = _Log(config, run, writer, reporting.schedule_reporter(run.spec, run.plan.beta_fn,
                                                               state.params), start_step, progress)
   eval_metrics, stop, step = {}, preemption.StopRequest(), start_step
+  clock, called = run_timing.PhaseClock(config.batch_size, loop_start), set()
   try:
     for step in range(start_step + 1, run.total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = programs.train(step - 1, _masks(state))(state, batch)
+      clock.step(programs.phase(step - 1, _masks(state)), state)
+      train_step = programs.train(step - 1, _masks(state))
+      first_call, started = id(train_step) not in called, time.time()
+      state, step_metrics = train_step(state, batch)
+      if first_call:  # Traced and compiled before it dispatched.
+        clock.compiled(time.time() - started)
+        called.add(id(train_step))
       log.pending.append(step_metrics)
       progress.update()
       is_last = step == run.total_steps
@@ -359,6 +367,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.log_every_steps == 0 or is_last or save:
         log.flush(step, state, programs)
       if step % eval_every == 0 or is_last:
+        clock.pause(state)
+        started = time.time()
         programs.schedule.check(step, _masks(state))
         eval_metrics = (sparsity_report(state, run.plan.hypernet_active(step))
                         if sparsity_report else {})
@@ -369,23 +379,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         progress.write(f"step {step}: " + ", ".join(
             f"{k}={v:.6g}" for k, v in eval_metrics.items() if not k.endswith("_examples")))
         log.restart_clock()  # Evaluation time is not training throughput.
+        clock.add("evaluation", time.time() - started)
       if save:
+        clock.pause(state)
+        started = time.time()
         checkpointer.save(step, state, {"iterator": train_iter.get_state(),
                                         "num_workers": config.dataset.num_workers,
                                         "train_seconds": seconds_before + time.time() - loop_start})
+        clock.add("checkpoint", time.time() - started)
       if stopping:
         break
+    clock.pause(state)
   finally:
     stop.close()
     progress.close()
     train_iter.close()
+    started = time.time()
     checkpointer.wait()
+    waited = time.time() - started
     checkpointer.close()
     writer.close()
+  clock.add("checkpoint", waited)
+  timing = clock.save(workdir) if is_chief else None
   if step < run.total_steps:
     raise preemption.Stopped(step, workdir)
+  if is_chief:
+    print(run_timing.describe(timing), flush=True)
   if is_chief and eval_metrics:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       seconds = seconds_before + time.time() - loop_start
       json.dump({"step": run.total_steps, "train_seconds": seconds, **eval_metrics}, f, indent=2)
+  stop.deliver_late()
   return state

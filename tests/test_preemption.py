@@ -43,6 +43,26 @@ def test_stop_request_notes_sigterm_and_restores_the_handler():
   assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_sigterm_after_the_last_step_reaches_the_previous_handler_once_the_run_is_written():
+  received = []
+  before = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+  try:
+    stop = preemption.StopRequest()
+    os.kill(os.getpid(), signal.SIGTERM)  # During the final evaluation: noted, not acted on.
+    stop.close()
+    assert received == []
+    stop.deliver_late()  # A study between runs stops instead of starting the next one.
+    assert received == [signal.SIGTERM]
+    stop.deliver_late()
+    assert received == [signal.SIGTERM]  # Delivered once.
+    quiet = preemption.StopRequest()
+    quiet.close()
+    quiet.deliver_late()
+    assert received == [signal.SIGTERM]
+  finally:
+    signal.signal(signal.SIGTERM, before)
+
+
 def test_sigterm_checkpoints_the_step_reached_and_resumes_to_the_same_run(data_dir, tmp_path):
   interrupted, uninterrupted = str(tmp_path / "interrupted"), str(tmp_path / "uninterrupted")
   proc = subprocess.Popen(_command(data_dir, interrupted), cwd=REPO, stdout=subprocess.PIPE,
@@ -73,3 +93,8 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_to_the_same_run(data_d
   finals = [json.load(open(os.path.join(w, "final_metrics.json")))
             for w in (interrupted, uninterrupted)]
   assert finals[0]["test_accuracy"] == finals[1]["test_accuracy"]
+  # The time account covers both launches of the interrupted run, every step once.
+  timings = [json.load(open(os.path.join(w, "timing.json"))) for w in (interrupted, uninterrupted)]
+  assert [t["launches"] for t in timings] == [2, 1]
+  for t in timings:
+    assert sum(p["steps"] for p in t["phases"].values()) == 40

@@ -158,6 +158,18 @@ def test_a_sparse_run_equals_the_masked_run(data_dir, tmp_path, capsys, method):
                for n in layers)
     assert json.load(open(os.path.join(masked_dir, "sparsity.json")))["sparse_compute"] == {
         "mode": "off", "layers": {}, "kernels": None}
+    # Where the time went, by train program: every step counted once, the cycles' slots
+    # until the settled step, each program's first call counted as compiling.
+    timing = json.load(open(tmp_path / "on" / "timing.json"))
+    phases = timing["phases"]
+    assert timing["launches"] == 1 and timing["programs_compiled"] == len(phases) >= 4
+    assert sum(p["steps"] for p in phases.values()) == 8
+    assert sum(p["steps"] for n, p in phases.items() if "peak-count slots" in n) == 4
+    assert {n.split(",")[0] for n in phases} == {"DyReLU", "ReLU"}
+    assert any("mask update" in n for n in phases)
+    for p in phases.values():
+      assert p["images_per_second"] == pytest.approx(p["steps"] * 32 / p["seconds"])
+    assert all(v > 0 for v in timing["seconds"].values()), timing
   assert jax.device_count() == 8
   np.testing.assert_allclose(sparse_losses, masked_losses, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(sparse.opt_state.masks),
