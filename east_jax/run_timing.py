@@ -70,7 +70,7 @@ class PhaseClock:
     total["launches"] += 1
     total["programs_compiled"] += self._compiled
     for k, v in self._other.items():
-      total["seconds"][k] = total["seconds"].get(k, 0.0) + v
+      total["seconds"][k] += v
     for phase, (steps, seconds) in self._seconds.items():
       entry = total["phases"].setdefault(phase, {"steps": 0, "seconds": 0.0})
       entry["steps"] += steps

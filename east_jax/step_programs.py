@@ -9,6 +9,8 @@ weights in a fixed number of slots (`sparse_compute.SlotSchedule`, whose `check`
 sure no layer ever keeps more); this module adds the ResNet's layout and EAST's phases.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -44,6 +46,15 @@ def slot_excess(model, masks) -> jax.Array:
   return jnp.max(jnp.stack([counts[n] - slots for n, slots in model.sparse_capacity]))
 
 
+class TrainProgram(NamedTuple):
+  """A step's compiled train function, the name of its phase (e.g. "DyReLU, peak-count
+  slots, mask update", for `run_timing`) and whether it was just built (its first call
+  traces and compiles)."""
+  step_fn: Any
+  phase: str
+  new: bool
+
+
 class StepPrograms:
   """The train and eval programs of a run, keyed by what a step needs (see the module
   docstring); `make_train(model, beta_fn)` / `make_eval(model, beta_fn)` compile them."""
@@ -58,29 +69,21 @@ class StepPrograms:
     """The model (with its sparse-compute slots) that runs at `step`."""
     return _with_slots(self._model, self.schedule.slots(step, masks))
 
-  def _train_key(self, step: int, masks):
+  def train(self, step: int, masks) -> "TrainProgram":
+    """The train step of transformation step `step` (masks: the current ones)."""
     program = self.schedule.program(step, masks)
-    return program, ("train", self._plan.hypernet_active(step), program.dense_kernel_grad,
-                     self.schedule.is_settled(step))
-
-  def phase(self, step: int, masks) -> str:
-    """The name of the train program that runs at `step`, e.g. "DyReLU, peak-count slots,
-    mask update" (for the time account, `run_timing`)."""
-    _, (_, active, dense_kernel_grad, settled) = self._train_key(step, masks)
-    return ", ".join(["DyReLU" if active else "ReLU"]
-                     + ([] if settled else ["peak-count slots"])
-                     + (["mask update"] if dense_kernel_grad else []))
-
-  def train(self, step: int, masks):
-    """The compiled train step of transformation step `step` (masks: the current ones)."""
-    program, key = self._train_key(step, masks)
-    if key not in self._programs:
+    active, settled = self._plan.hypernet_active(step), self.schedule.is_settled(step)
+    key = ("train", active, program.dense_kernel_grad, settled)
+    new = key not in self._programs
+    if new:
       model = _with_slots(self._model, program.slots)
-      _, active, _, _ = key
       self._programs[key] = self._make_train(
           model.clone(dense_kernel_grad=True) if program.dense_kernel_grad else model,
           self._plan.beta_fn if active else None)
-    return self._programs[key]
+    phase = ", ".join(["DyReLU" if active else "ReLU"]
+                      + ([] if settled else ["peak-count slots"])
+                      + (["mask update"] if program.dense_kernel_grad else []))
+    return TrainProgram(self._programs[key], phase, new)
 
   def eval(self, step: int, masks):
     model, active = self.model(step, masks), self._plan.hypernet_active(step)

@@ -348,17 +348,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   log = _Log(config, run, writer, reporting.schedule_reporter(run.spec, run.plan.beta_fn,
                                                               state.params), start_step, progress)
   eval_metrics, stop, step = {}, preemption.StopRequest(), start_step
-  clock, called = run_timing.PhaseClock(config.batch_size, loop_start), set()
+  clock = run_timing.PhaseClock(config.batch_size, loop_start)
   try:
     for step in range(start_step + 1, run.total_steps + 1):
       batch = parallel.global_batch(next(train_iter), mesh)
-      clock.step(programs.phase(step - 1, _masks(state)), state)
-      train_step = programs.train(step - 1, _masks(state))
-      first_call, started = id(train_step) not in called, time.time()
-      state, step_metrics = train_step(state, batch)
-      if first_call:  # Traced and compiled before it dispatched.
+      program = programs.train(step - 1, _masks(state))
+      clock.step(program.phase, state)
+      started = time.time()
+      state, step_metrics = program.step_fn(state, batch)
+      if program.new:  # Traced and compiled before it dispatched.
         clock.compiled(time.time() - started)
-        called.add(id(train_step))
       log.pending.append(step_metrics)
       progress.update()
       is_last = step == run.total_steps
