@@ -7,11 +7,14 @@ between those points are exact, and steps run at full speed in between. The firs
 a program is timed on its own: it traces and compiles before it dispatches.
 """
 
+import contextlib
 import json
 import os
 import time
 
 import jax
+
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # JAX's event: loaded, not compiled.
 
 TIMING_FILE = "timing.json"
 
@@ -25,7 +28,7 @@ class PhaseClock:
     self._phase, self._since, self._steps = None, 0.0, 0
     self._seconds = {}  # Phase -> [steps, seconds].
     self._other = {"startup": 0.0, "compile": 0.0, "evaluation": 0.0, "checkpoint": 0.0}
-    self._compiled = 0
+    self._compiled, self._from_cache = 0, 0
 
   def step(self, phase: str, state) -> None:
     """Called before each train step of `phase` (state: the one the step reads)."""
@@ -37,11 +40,30 @@ class PhaseClock:
       self._phase, self._since, self._steps = phase, time.time(), 0
     self._steps += 1
 
-  def compiled(self, seconds: float) -> None:
-    """The step just counted was a new program's first call and took `seconds` to trace
-    and compile (not counted as step time)."""
+  @contextlib.contextmanager
+  def first_call(self, new: bool):
+    """Wraps the call of the step just counted: when its program is `new`, the call traces
+    and compiles it (or loads it from JAX's persistent cache) before it dispatches, and its
+    time counts as compiling, not as step time."""
+    if not new:
+      yield
+      return
+    hits = []
+
+    def listen(event, **kwargs):
+      if event == CACHE_HIT_EVENT:
+        hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    started = time.time()
+    try:
+      yield
+    finally:
+      jax.monitoring.unregister_event_listener(listen)
+    seconds = time.time() - started
     self._other["compile"] += seconds
     self._compiled += 1
+    self._from_cache += bool(hits)
     self._since += seconds
 
   def pause(self, state) -> None:
@@ -62,13 +84,14 @@ class PhaseClock:
   def save(self, workdir: str) -> dict:
     """Adds this launch's account to `<workdir>/timing.json`; returns the total."""
     path = os.path.join(workdir, TIMING_FILE)
-    total = {"launches": 0, "programs_compiled": 0, "phases": {},
+    total = {"launches": 0, "programs_compiled": 0, "programs_from_cache": 0, "phases": {},
              "seconds": {k: 0.0 for k in self._other}}
     if os.path.exists(path):
       with open(path) as f:
         total = json.load(f)
     total["launches"] += 1
     total["programs_compiled"] += self._compiled
+    total["programs_from_cache"] = total.get("programs_from_cache", 0) + self._from_cache
     for k, v in self._other.items():
       total["seconds"][k] += v
     for phase, (steps, seconds) in self._seconds.items():
@@ -86,7 +109,9 @@ def describe(total: dict) -> str:
   lines = [f"  {phase}: {e['steps']} steps, {e['seconds']:.0f} s, "
            f"{e['images_per_second']:.0f} img/s" for phase, e in total["phases"].items()]
   s = total["seconds"]
-  lines.append(f"  compiling {total['programs_compiled']} train programs {s['compile']:.0f} s, "
+  cached = total.get("programs_from_cache", 0)
+  lines.append(f"  compiling {total['programs_compiled']} train programs "
+               f"({cached} from the persistent cache) {s['compile']:.0f} s, "
                f"evaluation {s['evaluation']:.0f} s, checkpoints {s['checkpoint']:.0f} s, "
                f"start-up {s['startup']:.0f} s")
   return "time by phase:\n" + "\n".join(lines)

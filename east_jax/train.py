@@ -354,10 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       batch = parallel.global_batch(next(train_iter), mesh)
       program = programs.train(step - 1, _masks(state))
       clock.step(program.phase, state)
-      started = time.time()
-      state, step_metrics = program.step_fn(state, batch)
-      if program.new:  # Traced and compiled before it dispatched.
-        clock.compiled(time.time() - started)
+      with clock.first_call(program.new):
+        state, step_metrics = program.step_fn(state, batch)
       log.pending.append(step_metrics)
       progress.update()
       is_last = step == run.total_steps

@@ -182,3 +182,20 @@ def test_a_sparse_run_equals_the_masked_run(data_dir, tmp_path, capsys, method):
     for (path, got), want in zip(got_leaves, jax.tree.leaves(getattr(masked, tree))):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol,
                                  err_msg=tree + jax.tree_util.keystr(path))
+
+
+def test_another_seed_loads_every_train_program_from_the_persistent_cache(data_dir, tmp_path):
+  """The seed is optimizer state, not a compiled constant: a second seed of the same config
+  runs the first seed's train programs (loaded from JAX's persistent cache, as
+  timing.json records) and still draws other masks."""
+  overrides = {"sparsity.method": "rigl", "sparsity.sparsity": 0.9,
+               "sparsity.update_interval": 2, "model.sparse_compute": "on"}
+  states, timings = {}, {}
+  for seed in (3, 4):
+    workdir = tmp_path / str(seed)
+    states[seed] = _run(tiny_config(data_dir, seed=seed, **overrides), workdir)[0]
+    timings[seed] = json.load(open(workdir / "timing.json"))
+  assert timings[4]["programs_compiled"] == 2  # The ordinary step and the mask update.
+  assert timings[4]["programs_from_cache"] == 2, timings
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(states[3].opt_state.masks),
+                                                      jax.tree.leaves(states[4].opt_state.masks)))

@@ -4,7 +4,8 @@
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)   # pruned weights are now exactly 0
 
-The state carries the masks and a step counter. On mask-update steps (a pure
+The state carries the masks, a step counter and the key of the random choices (a
+runtime value, so runs that differ only in seed share one compiled step). On mask-update steps (a pure
 schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
 constant count (SET, RigL), is pruned to the cubic schedule (GMP) or, during
 cyclic sparsity (EAST), pruned or grown to its ERK count at the cycle's current
@@ -134,10 +135,13 @@ class SparsitySpec:
 
 class SparseTrainingState(NamedTuple):
   """The state of `sparse_training`: the inner optimizer's, the masks (a pytree like the
-  params: boolean arrays at pruned leaves, scalar True elsewhere) and the step count."""
+  params: boolean arrays at pruned leaves, scalar True elsewhere), the step count and
+  `rng_key`, the data (`jax.random.key_data`) of the key seeded by `spec.seed` from which
+  every update draws its random choices."""
   inner_state: Any
   masks: Any
   step: jax.Array
+  rng_key: jax.Array
 
 
 def get_masks(opt_state):
@@ -300,27 +304,30 @@ def _guarded(spec: SparsitySpec, name: str) -> bool:
   return name in spec.keep_connected
 
 
-def _layer_key(seed: int, step, layer_index: int):
-  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), layer_index)
+def _layer_key(key, step, layer_index: int):
+  return jax.random.fold_in(jax.random.fold_in(key, step), layer_index)
 
 
 def initial_masks(spec: SparsitySpec, params):
-  """Random masks with the exact per-layer counts; all dense for GMP, and for pruning at
-  initialisation, whose scoring must see every weight of the initialisation."""
+  """Random masks with the exact per-layer counts (drawn from `spec.seed`); all dense for
+  GMP, and for pruning at initialisation, whose scoring must see every weight of the
+  initialisation."""
   shapes = prunable_shapes(spec, params)
   if spec.method == "gmp" or spec.prune_at_init:
     counts = {n: math.prod(s) for n, s in shapes.items()}
   else:
     counts = target_counts(spec, shapes, initial_density(spec))
+  key = jax.random.key(spec.seed)
   layer_masks = {
-      name: criteria.random_mask(_layer_key(spec.seed, 0, i), shapes[name], counts[name],
+      name: criteria.random_mask(_layer_key(key, 0, i), shapes[name], counts[name],
                                  _guarded(spec, name))
       for i, name in enumerate(shapes)}
   return masks_lib.build(params, layer_masks)
 
 
-def updated_masks(spec: SparsitySpec, params, grads, masks, step):
-  """The masks after this step's update (call only on update steps)."""
+def updated_masks(spec: SparsitySpec, params, grads, masks, step, key):
+  """The masks after this step's update (call only on update steps); `key` seeds its
+  random choices (tie-breaks, SET's growth)."""
   shapes = prunable_shapes(spec, params)
   weights = masks_lib.layers(params, shapes)
   gradients = masks_lib.layers(grads, shapes)
@@ -331,11 +338,11 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
     table = jnp.asarray(table)
     event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
     for i, name in enumerate(shapes):
-      new[name] = criteria.prune_to(_layer_key(spec.seed, step, i), weights[name], current[name],
+      new[name] = criteria.prune_to(_layer_key(key, step, i), weights[name], current[name],
                                     table[event, i])
     return masks_lib.replace_layers(masks, new)
   if spec.method == "granet":
-    return _granet_masks(spec, shapes, weights, gradients, masks, current, step)
+    return _granet_masks(spec, shapes, weights, gradients, masks, current, step, key)
   grow = gradients if spec.method == "rigl" else dict.fromkeys(shapes)
   counts = target_counts(spec, shapes)
 
@@ -348,7 +355,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
       protect = (criteria.column_anchor(weights[name], current[name])
                  if _guarded(spec, name) else None)
       new[name] = criteria.drop_and_grow(
-          _layer_key(spec.seed, step, i), weights[name], current[name], grow[name], count=count,
+          _layer_key(key, step, i), weights[name], current[name], grow[name], count=count,
           max_change=schedules.max_to_move(max(spec.drop_fraction, spec.drop_fraction_final),
                                            count),
           num_drop=schedules.num_to_move(fraction, count), protect=protect)
@@ -364,7 +371,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
     for i, name in enumerate(shapes):
       protect = (criteria.column_anchor(weights[name], current[name])
                  if _guarded(spec, name) else None)
-      new[name] = criteria.resize(_layer_key(spec.seed, step, i), weights[name], current[name],
+      new[name] = criteria.resize(_layer_key(key, step, i), weights[name], current[name],
                                   grow[name], target=jnp.asarray(table[:, i])[event],
                                   max_count=max(counts[name], int(table[:, i].max())),
                                   protect=protect)
@@ -373,7 +380,7 @@ def updated_masks(spec: SparsitySpec, params, grads, masks, step):
   return jax.lax.cond(step <= spec.cycles.end_step, cyclic, constant_density)
 
 
-def _granet_masks(spec, shapes, weights, gradients, masks, current, step):
+def _granet_masks(spec, shapes, weights, gradients, masks, current, step, key):
   """GraNet's update: global magnitude pruning to the schedule's exact total while the
   pruning window lasts, then in every layer RigL's drop / regrow of ceil(f(t) * kept)."""
   steps, totals = granet_prune_table(spec, shapes)
@@ -381,7 +388,7 @@ def _granet_masks(spec, shapes, weights, gradients, masks, current, step):
   if steps:
     event = jnp.searchsorted(jnp.asarray(steps, jnp.int32), step)
     pruned = criteria.prune_global_to(
-        _layer_key(spec.seed, step, len(names)), [weights[n] for n in names],
+        _layer_key(key, step, len(names)), [weights[n] for n in names],
         [current[n] for n in names], jnp.asarray(totals, jnp.int32)[jnp.minimum(event, len(steps) - 1)],
         minimum=spec.min_kept_per_layer)
     current = jax.lax.cond(step <= steps[-1], lambda: dict(zip(names, pruned)), lambda: current)
@@ -391,7 +398,7 @@ def _granet_masks(spec, shapes, weights, gradients, masks, current, step):
   for i, name in enumerate(names):
     kept = jnp.sum(current[name], dtype=jnp.int32)
     new[name] = criteria.drop_and_grow_any(
-        _layer_key(spec.seed, step, i), weights[name], current[name], gradients[name],
+        _layer_key(key, step, i), weights[name], current[name], gradients[name],
         num_drop=schedules.num_to_move(fraction, kept))
   return masks_lib.replace_layers(masks, new)
 
@@ -429,7 +436,8 @@ def sparse_training(inner: optax.GradientTransformation,
   def init_fn(params):
     return SparseTrainingState(inner_state=inner.init(params),
                                masks=initial_masks(spec, params),
-                               step=jnp.zeros((), jnp.int32))
+                               step=jnp.zeros((), jnp.int32),
+                               rng_key=jax.random.key_data(jax.random.key(spec.seed)))
 
   def update_fn(grads, state, params=None, **extra_args):
     if params is None:
@@ -441,7 +449,8 @@ def sparse_training(inner: optax.GradientTransformation,
       is_update = is_update_step(spec, state.step)
 
       def update_masks():
-        new = updated_masks(spec, params, grads, old, state.step)
+        new = updated_masks(spec, params, grads, old, state.step,
+                            jax.random.wrap_key_data(state.rng_key))
         return new, jax.tree.map(jnp.logical_and, old, new)  # Kept: neither grown nor dropped.
 
       new, kept = jax.lax.cond(is_update, update_masks, lambda: (old, old))
@@ -456,6 +465,6 @@ def sparse_training(inner: optax.GradientTransformation,
     # Kept weights move by the inner update; every other weight is set to exactly 0
     # (dropped ones become 0, pruned and newly grown ones stay 0), whatever `inner` does.
     updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, kept)
-    return updates, SparseTrainingState(inner_state=inner_state, masks=new, step=state.step + 1)
+    return updates, state._replace(inner_state=inner_state, masks=new, step=state.step + 1)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

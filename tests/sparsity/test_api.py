@@ -1,6 +1,7 @@
 """The public names of east_jax.sparsity: masks out of any wrapped optimizer state, masked
 params, per-layer counts, the config's vocabulary, documented names."""
 
+import dataclasses
 import inspect
 
 import jax
@@ -52,6 +53,26 @@ def test_masks_are_found_in_a_wrapped_state_and_evolve_as_unwrapped(wrap):
   initial = transform.initial_masks(SPEC, PARAMS)
   assert not np.array_equal(sparsity.get_masks(state)["conv"]["kernel"],
                             initial["conv"]["kernel"])
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "gmp", "granet"])
+def test_seeds_share_one_compiled_update_and_still_draw_different_masks(method):
+  """The seed is state, not a constant: the update lowers to the same program for every
+  seed (JAX's persistent cache serves a study's later seeds), while the random masks
+  (SET, RigL) differ."""
+  spec = {s: dataclasses.replace(SPEC, method=method, seed=s) for s in (0, 1)}
+  txs = {s: sparsity.sparse_training(optax.sgd(0.1), spec[s]) for s in spec}
+  states = {s: txs[s].init(_params(0)) for s in spec}
+  np.testing.assert_array_equal(states[1].rng_key,
+                                jax.random.key_data(jax.random.key(1)))
+  lowered = {s: jax.jit(txs[s].update).lower(_params(1), states[s], _params(0)).as_text()
+             for s in spec}
+  assert lowered[0] == lowered[1]
+  if method in ("gmp", "granet"):  # Start dense: only magnitudes choose.
+    return
+  masks = {s: _train(txs[s])[1].masks for s in spec}
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(masks[0]),
+                                                      jax.tree.leaves(masks[1])))
 
 
 def test_get_masks_says_when_there_is_no_or_more_than_one_sparse_state():
