@@ -170,8 +170,8 @@ class Checkpointer:
         raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
       raise UserInputError(
           f"The checkpoint of step {step} in {self._manager.directory} does not match this "
-          f"config ({mismatch}). Resume with the config it was written with, or pass a new "
-          "--workdir.") from None
+          f"config ({mismatch}). Resume with the config (and the east_jax version) it was "
+          "written with, or pass a new --workdir.") from None
     return restored.state, restored.data
 
   @staticmethod
