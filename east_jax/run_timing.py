@@ -91,7 +91,7 @@ class PhaseClock:
         total = json.load(f)
     total["launches"] += 1
     total["programs_compiled"] += self._compiled
-    total["programs_from_cache"] = total.get("programs_from_cache", 0) + self._from_cache
+    total["programs_from_cache"] += self._from_cache
     for k, v in self._other.items():
       total["seconds"][k] += v
     for phase, (steps, seconds) in self._seconds.items():
@@ -109,9 +109,8 @@ def describe(total: dict) -> str:
   lines = [f"  {phase}: {e['steps']} steps, {e['seconds']:.0f} s, "
            f"{e['images_per_second']:.0f} img/s" for phase, e in total["phases"].items()]
   s = total["seconds"]
-  cached = total.get("programs_from_cache", 0)
   lines.append(f"  compiling {total['programs_compiled']} train programs "
-               f"({cached} from the persistent cache) {s['compile']:.0f} s, "
+               f"({total['programs_from_cache']} from the persistent cache) {s['compile']:.0f} s, "
                f"evaluation {s['evaluation']:.0f} s, checkpoints {s['checkpoint']:.0f} s, "
                f"start-up {s['startup']:.0f} s")
   return "time by phase:\n" + "\n".join(lines)

@@ -5,8 +5,8 @@
     params = optax.apply_updates(params, updates)   # pruned weights are now exactly 0
 
 The state carries the masks, a step counter and the key of the random choices (a
-runtime value, so runs that differ only in seed share one compiled step). On mask-update steps (a pure
-schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
+runtime value, so runs that differ only in seed share one compiled step). On mask-update
+steps (a pure schedule of the step, under `lax.cond`) each layer drops and grows with an exact,
 constant count (SET, RigL), is pruned to the cubic schedule (GMP) or, during
 cyclic sparsity (EAST), pruned or grown to its ERK count at the cycle's current
 density; there, the inner
