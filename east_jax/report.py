@@ -1,15 +1,18 @@
 """Tabulates finished runs: mean +- std over seeds per method, sparsity and variant.
 
   python -m east_jax.report runs/collapse_edge [more workdirs or folders of them] \\
-      [--metric=test_accuracy] [--out=report.md] [--plot=accuracy.png]
+      [--metric=test_accuracy] [--rows=method|sparsity] [--reference=paper.json] \\
+      [--out=report.md] [--plot=accuracy.png]
 
 Every folder given, or found below one, with a `config.json` is a run; it counts once it
 has its `final_metrics.json`. Runs whose configs differ only in the seed (and in fields
 that do not change the result: logging, checkpoint cadence, data paths, sparse compute)
 form one cell. Rows are method + variant, where the variant lists the fields that set
 the row apart from the most common value among all runs (e.g. `east.num_cycles=0`);
-columns are sparsities, headed with their kept weights. The plot shows the metric
-against kept weights, every seed a point and a line through each row's means.
+columns are sparsities, headed with their kept weights (`--rows=sparsity` turns the table
+round, as papers print it, and bolds each row's best accuracy). `--reference` puts published
+numbers in brackets next to each cell. The plot shows the metric against kept weights,
+every seed a point and a line through each row's means.
 """
 
 import argparse
@@ -22,7 +25,6 @@ import sys
 from east_jax import run_record
 from east_jax.errors import UserInputError
 
-# Fields that do not change what a run computes (or only in float rounding).
 # Fields that do not define a cell: the seed, and those that change how a run is executed
 # or observed, not what it computes (run_record.HOW_IT_RUNS, plus the worker count).
 IGNORED = ("seed", "dataset.num_workers")
@@ -86,8 +88,36 @@ def variants(results: list[Result]) -> dict:
           for r in results}
 
 
-def table(results: list[Result], metric: str = "test_accuracy") -> tuple[str, dict]:
-  """(Markdown pivot table, {(method, variant): {sparsity: [results]}})."""
+def load_reference(path: str) -> dict:
+  """Published numbers to show beside the table's cells: a JSON file
+  {"source": "...", "values": {"<column label>": {"<sparsity>": <number>, ...}, ...}}, where a
+  column label is a method, or a method and its variant as the table prints them
+  ("east (east.phase_out=static)"), and a sparsity is written as in the configs ("0.999")."""
+  try:
+    with open(path) as f:
+      reference = json.load(f)
+    values = {label: {float(s): float(v) for s, v in cells.items()}
+              for label, cells in reference["values"].items()}
+  except FileNotFoundError:
+    raise UserInputError(f"No such reference file: {path!r}.") from None
+  except (json.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError) as e:
+    raise UserInputError(
+        f"{path} is not a reference file ({e}); write it as "
+        '{"source": "...", "values": {"rigl": {"0.999": 85.71}}}.') from None
+  return {"source": str(reference.get("source", path)), "values": values}
+
+
+def _column_label(method: str, variant: str) -> str:
+  return method + (f" ({variant})" if variant else "")
+
+
+def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "method",
+          reference: dict | None = None) -> tuple[str, dict]:
+  """(Markdown pivot table, {(method, variant): {sparsity: [results]}}). Rows are method +
+  variant and columns sparsities, or the other way round with `rows_by="sparsity"`;
+  `reference` (from `load_reference`) adds published numbers in brackets."""
+  if rows_by not in ("method", "sparsity"):
+    raise UserInputError(f"rows={rows_by!r}: choose 'method' or 'sparsity'.")
   missing = [r.path for r in results if metric not in r.metrics]
   if missing:
     raise UserInputError(f"{len(missing)} run(s) have no {metric!r} in final_metrics.json "
@@ -99,24 +129,46 @@ def table(results: list[Result], metric: str = "test_accuracy") -> tuple[str, di
   sparsities = sorted({r.sparsity for r in results})
   kept = {s: _kept([r for r in results if r.sparsity == s]) for s in sparsities}
   scale, unit = (100.0, "%") if metric.endswith("accuracy") else (1.0, "")
-  header = [f"{100 * s:g}% ({kept[s]} kept)" if kept[s] else "dense" for s in sparsities]
-  lines = ["| method | variant | " + " | ".join(header) + " | min / run |",
-           "|---" * (len(sparsities) + 3) + "|"]
-  for (method, variant), cells in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-    texts = []
-    for s in sparsities:
-      if s not in cells:
-        texts.append("")
-        continue
-      values = [scale * r.metrics[metric] for r in cells[s]]
+  published = (reference or {}).get("values", {})
+  rank = {label: i for i, label in enumerate(published)}
+  keys = sorted(rows, key=lambda k: (rank.get(_column_label(*k), len(rank)), k[1], k[0]))
+  means = {(k, s): statistics.mean(scale * r.metrics[metric] for r in cell)
+           for k in keys for s, cell in rows[k].items()}
+  # The best mean of a sparsity, bolded when the table has sparsities as rows (accuracies only:
+  # a higher loss is not better).
+  best = {s: max(m for (_, t), m in means.items() if t == s) for s in sparsities}
+
+  def cell(key, s, bold=False) -> str:
+    text = ""
+    if (key, s) in means:
+      values = [scale * r.metrics[metric] for r in rows[key][s]]
       spread = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-      texts.append(f"{statistics.mean(values):.2f}{spread} (n={len(values)})")
-    seconds = [r.metrics["train_seconds"] for c in cells.values() for r in c
+      text = f"{means[key, s]:.2f}{spread}"
+      text = (f"**{text}**" if bold and unit and means[key, s] == best[s] else text) + f" (n={len(values)})"
+    paper = published.get(_column_label(*key), {}).get(s)
+    return f"{text} [{paper:.2f}]".strip() if paper is not None else text
+
+  def minutes(key) -> str:
+    seconds = [r.metrics["train_seconds"] for c in rows[key].values() for r in c
                if "train_seconds" in r.metrics]
-    minutes = f"{statistics.mean(seconds) / 60:.1f}" if seconds else "n/a"
-    lines.append(f"| {method} | {variant or '-'} | " + " | ".join(texts) + f" | {minutes} |")
+    return f"{statistics.mean(seconds) / 60:.1f}" if seconds else "n/a"
+
+  heads = {s: f"{100 * s:g}% ({kept[s]} kept)" if kept[s] else "dense" for s in sparsities}
+  if rows_by == "method":
+    lines = ["| method | variant | " + " | ".join(heads.values()) + " | min / run |",
+             "|---" * (len(sparsities) + 3) + "|"]
+    lines += [f"| {k[0]} | {k[1] or '-'} | " + " | ".join(cell(k, s) for s in sparsities)
+              + f" | {minutes(k)} |" for k in keys]
+  else:
+    lines = ["| sparsity | " + " | ".join(_column_label(*k) for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {heads[s]} | " + " | ".join(cell(k, s, bold=True) for k in keys) + " |"
+              for s in sparsities]
+    lines.append("| min / run | " + " | ".join(minutes(k) for k in keys) + " |")
   lines.append(f"\n{metric}{' (' + unit + ')' if unit else ''}: mean +- std over seeds (n "
                "runs); kept = the exact number of kept weights at the end (mean over seeds).")
+  if published:
+    lines.append(f"[brackets]: {reference['source']}.")
   return "\n".join(lines), rows
 
 
@@ -157,6 +209,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdirs", nargs="+", help="run workdirs, or folders holding them")
   parser.add_argument("--metric", default="test_accuracy", help="a key of final_metrics.json")
+  parser.add_argument("--rows", default="method", choices=("method", "sparsity"),
+                      help="what the table's rows are (sparsity: as papers print it)")
+  parser.add_argument("--reference", default="",
+                      help="JSON file of published numbers to show in brackets")
   parser.add_argument("--out", default="", help="also write the table to this Markdown file")
   parser.add_argument("--plot", default="", help="write the plot to this image file")
   args = parser.parse_args(argv)
@@ -165,7 +221,8 @@ def main(argv=None):
     if not results:
       raise UserInputError(f"No finished run (config.json + final_metrics.json) under "
                            f"{', '.join(args.workdirs)}.")
-    text, rows = table(results, args.metric)
+    reference = load_reference(args.reference) if args.reference else None
+    text, rows = table(results, args.metric, args.rows, reference)
   except UserInputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,11 +1,12 @@
-"""EAST's Table 1 on the paper's network: full-width ResNet-34 (CIFAR stem, 21,265,088
+"""EAST's Table 1 on the paper's network: full-width ResNet-34 (CIFAR stem, 21,263,936
 prunable weights) on Fashion-MNIST (the stand-in for CIFAR-10, which these machines cannot
 fetch), 2 epochs (842 steps of 128), sparse compute (auto), evaluated each epoch. Columns:
 RigL, SET, SynFlow (global scope, as its reference), EAST, and EAST with the static
-phase-out; rows 99.95% (10,633 kept) and 99.99% (2,126) with 3 seeds, 99.9% (21,265) with 1.
+phase-out; rows 99.95% (10,632 kept) and 99.99% (2,126) with 3 seeds, 99.9% (21,264) with 1.
 
   python -m east_jax.study studies/r34_paper_sparsity.py --workdir=runs/r34_paper_sparsity
-  python -m east_jax.report runs/r34_paper_sparsity
+  python -m east_jax.report runs/r34_paper_sparsity --rows=sparsity \
+      --reference=studies/east_paper_table1.json
 
 Cost on 2 CPU cores, alone: RigL at 99.99% about 9 minutes, EAST at 99.95% about 20; SynFlow
 scores for about 70 s before its first step (100 rounds in float64). The queue gives every

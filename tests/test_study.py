@@ -137,6 +137,39 @@ def test_report_command_writes_table_and_plot(finished_study, tmp_path):
   assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_by_sparsity_with_published_numbers(finished_study, tmp_path):
+  _, workdir, paths = finished_study
+  results, _ = report.find_runs([workdir])
+  reference = tmp_path / "paper.json"
+  reference.write_text(json.dumps({"source": "a paper", "values": {
+      "static": {"0.9": 12.5}, "rigl (sparsity.connect_all_classes=True)": {"0.9": 50},
+      "rigl": {"0.99": 99.0}}}))
+  text, _ = report.table(results, rows_by="sparsity",
+                         reference=report.load_reference(str(reference)))
+  lines = text.splitlines()
+  # Columns in the reference's order.
+  assert lines[0] == ("| sparsity | static | rigl (sparsity.connect_all_classes=True) | rigl |")
+  accuracy = {p: 100 * json.load(open(os.path.join(p, "final_metrics.json")))["test_accuracy"]
+              for p in paths}
+  static = [accuracy[p] for p in paths if "method-static" in p]
+  guard = accuracy[paths[4]]
+  rigl = [accuracy[p] for p in paths[:4] if "method-rigl" in p]
+  cells = [c.strip() for c in lines[2].split("|")[2:-1]]
+  means = [statistics.mean(static), guard, statistics.mean(rigl)]
+  texts = [f"{means[0]:.2f} +- {statistics.stdev(static):.2f}", f"{guard:.2f}",
+           f"{means[2]:.2f} +- {statistics.stdev(rigl):.2f}"]
+  for i, (mean, measured) in enumerate(zip(means, texts)):
+    assert cells[i].startswith(f"**{measured}**" if mean == max(means) else measured)
+  assert cells[0].endswith("(n=2) [12.50]") and cells[1].endswith("(n=1) [50.00]")
+  assert "[" not in cells[2]  # The reference's 99% has no run here.
+  assert lines[3].startswith("| min / run |") and "[brackets]: a paper." in text
+  reference.write_text(json.dumps({"values": {"rigl": {"0.9": "high"}}}))
+  with pytest.raises(UserInputError, match="not a reference file"):
+    report.load_reference(str(reference))
+  with pytest.raises(UserInputError, match="No such reference file"):
+    report.load_reference(str(tmp_path / "nope.json"))
+
+
 def test_report_and_study_errors_say_what_to_do(tmp_path, finished_study):
   with pytest.raises(UserInputError, match="No such folder"):
     report.find_runs([str(tmp_path / "nope")])
