@@ -3,13 +3,13 @@
 Fits this project's 2-core CPU: the data comes from Debian's dataset-fashion-mnist
 (prepared offline by `python -m east_jax.data.prepare fashion_mnist`).
 
-Launch (README's first command does the set-up and runs exactly this):
+Launch (after `bash setup.sh`):
   python -m east_jax.main --config=configs/fashion_mnist_r18.py --workdir=runs/fmnist_r18
 
 Sparse: pick method and sparsity with the config argument, e.g.
   python -m east_jax.main --config=configs/fashion_mnist_r18.py:method=east,sparsity=0.999 \\
       --workdir=runs/fmnist_r18_east
-(method: static | set | rigl | gmp | east; ResNet-18's stages of 2 blocks have
+(method: static | set | rigl | gmp | granet | snip | grasp | synflow | east; ResNet-18's stages of 2 blocks have
 nothing to share at ratio 2, so EAST here is DyReLU + cycles + RigL.)
 
 Expected: see README "Results" (dense: 91% test accuracy in about 8 minutes on 2 CPU cores).

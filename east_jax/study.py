@@ -2,8 +2,8 @@
 
   python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
 
-A study file defines `CONFIG` (a config file, relative to the study file), `OVERRIDES` ({dotted field: value}, for
-every run) and `RUNS`, a list of config arguments such as
+A study file defines `CONFIG` (a config file, relative to the study file), `OVERRIDES`
+({dotted field: value}, for every run) and `RUNS`, a list of config arguments such as
 "method=east,sparsity=0.997,seed=1" (build it with `grid`). Each run trains in
 `<workdir>/<name>` (the argument, made a folder name). Finished runs (with a
 final_metrics.json) are skipped, a run interrupted mid-way resumes from its latest

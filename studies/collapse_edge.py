@@ -1,7 +1,7 @@
 """The collapse edge on Fashion-MNIST: does EAST keep learning where RigL collapses?
 
-A ResNet of width 8 with three stages of 3 basic blocks (67,848 prunable weights; blocks
-2 and 3 of a stage share block 1's kernels under EAST), 3 epochs (1,263 steps of 128),
+A ResNet of width 8 with three stages of 3 basic blocks (67,848 prunable weights; under
+EAST a stage's third block reuses its second's kernels), 3 epochs (1,263 steps of 128),
 evaluated at the end. Sparsities by kept weights, placed from earlier probes
 (99%: RigL 78.8%, 99.7%: 29.8%): 99.5% (339 kept), 99.7% (204), 99.85% (102). First
 EAST and RigL with 3 seeds at the three; then, at the edge (99.7%), the static phase-out
@@ -11,8 +11,8 @@ and layerwise with the ERK budget), SNIP, GraSP and GraNet, 3 seeds at the edge 
 99.5% and 99.85%.
 
   python -m east_jax.study studies/collapse_edge.py --workdir=runs/collapse_edge
-  python -m east_jax.report runs/collapse_edge --out=runs/collapse_edge/report.md \\
-      --plot=docs/collapse_edge.png
+  python -m east_jax.report runs/collapse_edge --out=docs/collapse_edge/report.md \\
+      --plot=docs/collapse_edge/accuracy.png
 
 Cost on 2 CPU cores (one process): RigL about 3 min a run, EAST about 8 (its DyReLU
 phase runs at a quarter of the ReLU phase's speed). Result: docs/studies.md, "The collapse edge".

@@ -1,6 +1,6 @@
 """README plots from the run logs of a study's EAST and RigL runs (seed 0).
 
-  python -m studies.plots --study=runs/collapse_edge --sparsity=0.997 --out=docs/plots
+  python -m studies.plots --study=runs/collapse_edge --sparsity=0.997 --out=docs/collapse_edge
 
 Writes density.png (density over training: EAST's cycles vs RigL), beta.png (DyReLU's
 beta over training), layers.png (per-layer density at the end) and train_accuracy.png
@@ -104,7 +104,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--study", default="runs/collapse_edge")
   parser.add_argument("--sparsity", type=float, default=0.997, help="run shown in curves")
-  parser.add_argument("--out", default="docs/plots")
+  parser.add_argument("--out", default="docs/collapse_edge")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   plot_density(args.study, args.sparsity, args.out)

@@ -26,7 +26,7 @@ def test_every_script_is_covered():
 
 
 @pytest.mark.parametrize("script", SCRIPTS + ["../setup.sh", "../run.sh", "../test.sh",
-                                               "../.ci/run"])
+                                               "../.ci/run", "../benchmarks/gpu_h200.sh"])
 def test_parses_and_passes_shellcheck(script):
   path = os.path.normpath(os.path.join(LAUNCH, script))
   assert _run("-n", path).returncode == 0
