@@ -151,11 +151,11 @@ def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "
   def minutes(key) -> str:
     seconds = [r.metrics["train_seconds"] for c in rows[key].values() for r in c
                if "train_seconds" in r.metrics]
-    return f"{statistics.mean(seconds) / 60:.1f}" if seconds else "n/a"
+    return f"{statistics.median(seconds) / 60:.1f}" if seconds else "n/a"
 
   heads = {s: f"{100 * s:g}% ({kept[s]} kept)" if kept[s] else "dense" for s in sparsities}
   if rows_by == "method":
-    lines = ["| method | variant | " + " | ".join(heads.values()) + " | min / run |",
+    lines = ["| method | variant | " + " | ".join(heads.values()) + " | min / run (median) |",
              "|---" * (len(sparsities) + 3) + "|"]
     lines += [f"| {k[0]} | {k[1] or '-'} | " + " | ".join(cell(k, s) for s in sparsities)
               + f" | {minutes(k)} |" for k in keys]
@@ -164,9 +164,10 @@ def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "
              "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {heads[s]} | " + " | ".join(cell(k, s, bold=True) for k in keys) + " |"
               for s in sparsities]
-    lines.append("| min / run | " + " | ".join(minutes(k) for k in keys) + " |")
+    lines.append("| min / run (median) | " + " | ".join(minutes(k) for k in keys) + " |")
   lines.append(f"\n{metric}{' (' + unit + ')' if unit else ''}: mean +- std over seeds (n "
-               "runs); kept = the exact number of kept weights at the end (mean over seeds).")
+               "runs); kept = the exact number of kept weights at the end (mean over seeds); min / "
+               "run = the median training minutes of a run (its train_seconds).")
   if published:
     lines.append(f"[brackets]: {reference['source']}.")
   return "\n".join(lines), rows

@@ -162,7 +162,7 @@ def test_report_by_sparsity_with_published_numbers(finished_study, tmp_path):
     assert cells[i].startswith(f"**{measured}**" if mean == max(means) else measured)
   assert cells[0].endswith("(n=2) [12.50]") and cells[1].endswith("(n=1) [50.00]")
   assert "[" not in cells[2]  # The reference's 99% has no run here.
-  assert lines[3].startswith("| min / run |") and "[brackets]: a paper." in text
+  assert lines[3].startswith("| min / run (median) |") and "[brackets]: a paper." in text
   reference.write_text(json.dumps({"values": {"rigl": {"0.9": "high"}}}))
   with pytest.raises(UserInputError, match="not a reference file"):
     report.load_reference(str(reference))
