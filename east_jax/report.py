@@ -134,8 +134,8 @@ def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "
   keys = sorted(rows, key=lambda k: (rank.get(_column_label(*k), len(rank)), k[1], k[0]))
   means = {(k, s): statistics.mean(scale * r.metrics[metric] for r in cell)
            for k in keys for s, cell in rows[k].items()}
-  # The best mean of a sparsity, bolded when the table has sparsities as rows (accuracies only:
-  # a higher loss is not better).
+  # Each sparsity's best mean, bolded when sparsities are rows (for accuracies only: a higher
+  # loss is not better).
   best = {s: max(m for (_, t), m in means.items() if t == s) for s in sparsities}
 
   def cell(key, s, bold=False) -> str:
@@ -144,7 +144,9 @@ def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "
       values = [scale * r.metrics[metric] for r in rows[key][s]]
       spread = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
       text = f"{means[key, s]:.2f}{spread}"
-      text = (f"**{text}**" if bold and unit and means[key, s] == best[s] else text) + f" (n={len(values)})"
+      if bold and unit and means[key, s] == best[s]:
+        text = f"**{text}**"
+      text += f" (n={len(values)})"
     paper = published.get(_column_label(*key), {}).get(s)
     return f"{text} [{paper:.2f}]".strip() if paper is not None else text
 
