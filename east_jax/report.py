@@ -132,21 +132,22 @@ def table(results: list[Result], metric: str = "test_accuracy", rows_by: str = "
   published = (reference or {}).get("values", {})
   rank = {label: i for i, label in enumerate(published)}
   keys = sorted(rows, key=lambda k: (rank.get(_column_label(*k), len(rank)), k[1], k[0]))
-  means = {(k, s): statistics.mean(scale * r.metrics[metric] for r in cell)
-           for k in keys for s, cell in rows[k].items()}
+  values = {(k, s): [scale * r.metrics[metric] for r in cell]
+            for k in keys for s, cell in rows[k].items()}
+  means = {ks: statistics.mean(v) for ks, v in values.items()}
   # Each sparsity's best mean, bolded when sparsities are rows (for accuracies only: a higher
   # loss is not better).
   best = {s: max(m for (_, t), m in means.items() if t == s) for s in sparsities}
 
   def cell(key, s, bold=False) -> str:
     text = ""
-    if (key, s) in means:
-      values = [scale * r.metrics[metric] for r in rows[key][s]]
-      spread = f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    if (key, s) in values:
+      n = len(values[key, s])
+      spread = f" +- {statistics.stdev(values[key, s]):.2f}" if n > 1 else ""
       text = f"{means[key, s]:.2f}{spread}"
       if bold and unit and means[key, s] == best[s]:
         text = f"**{text}**"
-      text += f" (n={len(values)})"
+      text += f" (n={n})"
     paper = published.get(_column_label(*key), {}).get(s)
     return f"{text} [{paper:.2f}]".strip() if paper is not None else text
 
@@ -193,7 +194,7 @@ def plot(rows: dict, path: str, metric: str) -> None:
                     for rs in cells.values() if _kept(rs))
     if not points:
       continue
-    label = method + (f" ({variant})" if variant else "")
+    label = _column_label(method, variant)
     line, = ax.plot([k for k, _ in points], [statistics.mean(v) for _, v in points], "-D",
                     markersize=6, markerfacecolor="none", label=f"{label}: mean", alpha=0.9)
     for k, values in points:
