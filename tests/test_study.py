@@ -194,3 +194,29 @@ def test_report_counts_collapsed_layers_of_runs_that_predate_the_metric(tmp_path
     (run / "sparsity.json").write_text(json.dumps({"layers": layers}))
   results, _ = report.find_runs([str(tmp_path)])
   assert sorted(r.metrics["sparsity/collapsed_layers"] for r in results) == [0, 2]
+
+
+def test_train_test_gap_pairs_each_evaluation_with_the_last_train_accuracy(tmp_path):
+  from studies import train_test_gap
+  run = tmp_path / "method-rigl_sparsity-0.9_seed-0"
+  run.mkdir()
+  records = [{"step": 4, "test_accuracy": 0.1, "test_loss": 2.3},  # Before any training log.
+             {"step": 5, "train_accuracy": 0.5}, {"step": 10, "train_accuracy": 0.6},
+             {"step": 10, "train_accuracy": 0.7},  # Step 10 again after a resume: this one.
+             {"step": 12, "test_accuracy": 0.4, "test_loss": 9.0},
+             {"step": 15, "train_accuracy": 0.9},
+             {"step": 20, "train_accuracy": 0.8}, {"step": 20, "test_accuracy": 0.78,
+                                                   "test_loss": 0.6}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert train_test_gap.evaluations(str(run)) == [
+      {"step": 4, "train_accuracy": None, "test_accuracy": 0.1, "test_loss": 2.3},
+      {"step": 12, "train_accuracy": 0.7, "test_accuracy": 0.4, "test_loss": 9.0},
+      {"step": 20, "train_accuracy": 0.8, "test_accuracy": 0.78, "test_loss": 0.6}]
+  (run / "config.json").write_text(json.dumps({"sparsity": {"method": "rigl", "sparsity": 0.9}}))
+  (run / "final_metrics.json").write_text(json.dumps({"test_accuracy": 0.78}))
+  proc = subprocess.run([sys.executable, "-m", "studies.train_test_gap", str(tmp_path),
+                         "--within=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert "| rigl | - | 90% | method-rigl_sparsity-0.9_seed-0 | 12 | 70.0 | 40.0 | -30.0 | 9 |" \
+      in proc.stdout
+  assert "0 of 1 runs end with test accuracy within 1 points" in proc.stdout

@@ -1,0 +1,68 @@
+"""Test accuracy against train accuracy at each evaluation of every finished run.
+
+Train accuracy is the last logged training-mode mean at or before the evaluation step (a
+resumed step counts with its last value). Prints one Markdown row per run and evaluation,
+then how many runs end with test accuracy within --within points of train accuracy.
+
+  python -m studies.train_test_gap runs/r34_paper_sparsity [--within=3]
+"""
+
+import argparse
+import json
+import os
+
+from east_jax import report
+
+
+def evaluations(path: str) -> list[dict]:
+  """[{step, train_accuracy, test_accuracy, test_loss}] for each evaluation in the run's
+  metrics.jsonl, in step order."""
+  train, tests = {}, {}
+  with open(os.path.join(path, "metrics.jsonl")) as f:
+    for line in f:
+      record = json.loads(line)
+      if "train_accuracy" in record:
+        train[record["step"]] = record["train_accuracy"]
+      if "test_accuracy" in record:
+        tests[record["step"]] = record
+  rows = []
+  for step in sorted(tests):
+    before = [s for s in train if s <= step]
+    rows.append({"step": step, "train_accuracy": train[max(before)] if before else None,
+                 "test_accuracy": tests[step]["test_accuracy"],
+                 "test_loss": tests[step]["test_loss"]})
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("workdirs", nargs="+")
+  parser.add_argument("--within", type=float, default=3.0,
+                      help="points of test below train that count as level at the end")
+  args = parser.parse_args()
+  results, _ = report.find_runs(args.workdirs)
+  labels = report.variants(results)
+  print("| method | variant | sparsity | run | step | train % | test % | test - train | test loss |")
+  print("|---" * 9 + "|")
+  level, lagging = 0, []
+  for r in sorted(results, key=lambda r: (r.method, labels[id(r)], r.sparsity, r.path)):
+    run = os.path.basename(r.path)
+    rows = evaluations(r.path)
+    for e in rows:
+      train = "-" if e["train_accuracy"] is None else f"{100 * e['train_accuracy']:.1f}"
+      gap = ("-" if e["train_accuracy"] is None
+             else f"{100 * (e['test_accuracy'] - e['train_accuracy']):+.1f}")
+      print(f"| {r.method} | {labels[id(r)] or '-'} | {100 * r.sparsity:g}% | {run} | {e['step']} "
+            f"| {train} | {100 * e['test_accuracy']:.1f} | {gap} | {e['test_loss']:.3g} |")
+    last = rows[-1] if rows else None
+    if last and last["train_accuracy"] is not None:
+      if 100 * (last["train_accuracy"] - last["test_accuracy"]) <= args.within:
+        level += 1
+      else:
+        lagging.append(run)
+  print(f"\n{level} of {level + len(lagging)} runs end with test accuracy within {args.within:g} "
+        f"points of train accuracy; lagging: {', '.join(lagging) or 'none'}")
+
+
+if __name__ == "__main__":
+  main()
