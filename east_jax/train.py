@@ -144,6 +144,14 @@ def eval_step(state: TrainState, batch: dict, *, model, beta_fn=None) -> dict:
   return jax.lax.psum(sums, parallel.DATA_AXIS)
 
 
+def batch_stats_step(state: TrainState, batch: dict, *, model, beta_fn=None) -> dict:
+  """BatchNorm running statistics after one training-mode forward pass over the global
+  batch (the running average updated as in `train_step`); parameters untouched."""
+  _, updates = model.apply(_variables(model, state, state.params), batch["image"], train=True,
+                           beta=_beta(beta_fn, state.step), mutable=["batch_stats"])
+  return updates["batch_stats"]
+
+
 def make_train_step(model, tx, mesh, beta_fn=None):
   """`train_step` under shard_map over the mesh and jit; the input state is donated."""
   step = jax.shard_map(functools.partial(train_step, model=model, tx=tx, beta_fn=beta_fn),
@@ -155,6 +163,12 @@ def make_train_step(model, tx, mesh, beta_fn=None):
 def make_eval_step(model, mesh, beta_fn=None):
   step = jax.shard_map(functools.partial(eval_step, model=model, beta_fn=beta_fn), mesh=mesh,
                        in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
+  return jax.jit(step, compiler_options=compiler_options())
+
+
+def make_batch_stats_step(model, mesh, beta_fn=None):
+  step = jax.shard_map(functools.partial(batch_stats_step, model=model, beta_fn=beta_fn),
+                       mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
   return jax.jit(step, compiler_options=compiler_options())
 
 

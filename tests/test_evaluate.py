@@ -58,3 +58,31 @@ def test_evaluate_command_and_its_errors(rigl_run, tmp_path):
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "has no checkpoint yet" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_batch_norm_recalibration_forgets_the_checkpoint_statistics(rigl_run):
+  config, ds, run, state, mesh = saved_run.load(rigl_run)
+  p_stats_step = train.make_batch_stats_step(run.model, mesh)
+  stale = state.replace(batch_stats=jax.tree.map(lambda s: s + 3.0, state.batch_stats))
+  fresh = evaluate.recalibrate_batch_norm(p_stats_step, state, ds, config, mesh, 4)
+  from_stale = evaluate.recalibrate_batch_norm(p_stats_step, stale, ds, config, mesh, 4)
+  # Training-mode statistics do not read the running ones: the offset decays by the
+  # momentum (0.9) once per batch, the rest is the same for both.
+  for a, b in zip(jax.tree.leaves(fresh.batch_stats), jax.tree.leaves(from_stale.batch_stats)):
+    np.testing.assert_allclose(np.asarray(b) - np.asarray(a), 3.0 * 0.9**4, rtol=1e-4, atol=1e-4)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh.batch_stats),
+                                                       jax.tree.leaves(state.batch_stats)))
+  for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_command_recalibrates_batch_norm(rigl_run, tmp_path):
+  out = tmp_path / "m.json"
+  proc = subprocess.run([sys.executable, "-m", "east_jax.evaluate", f"--workdir={rigl_run}",
+                         "--recalibrate_bn=2", f"--json={out}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  metrics = json.load(open(out))
+  assert metrics["recalibrated_bn_batches"] == 2 and metrics["test_examples"] > 0
+  with pytest.raises(UserInputError, match="--recalibrate_bn is a number of training batches"):
+    evaluate.evaluate(rigl_run, recalibrate_bn=-1)
