@@ -16,6 +16,7 @@ import shutil
 import sys
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
@@ -99,12 +100,26 @@ def _verify(step: int, step_dir: str) -> None:
     raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
 
 
+def _leaf_name(path) -> str:
+  """'params/conv/kernel' for a pytree path (attributes, keys and indices alike)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def _shapes(tree) -> dict[str, tuple]:
-  """{'params/conv/kernel': shape} of a pytree (attributes, keys and indices alike)."""
-  def name(path):
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                    for k in path)
-  return {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  """{'params/conv/kernel': shape} of a pytree."""
+  return {_leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _nested(flat: dict) -> dict:
+  """{'a/b': x} -> {'a': {'b': x}}."""
+  tree = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split("/")
+    node = tree
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return tree
 
 
 class Checkpointer:
@@ -174,8 +189,34 @@ class Checkpointer:
           "written with, or pass a new --workdir.") from None
     return restored.state, restored.data
 
+  def restore_subset(self, like_state, step: int, wanted):
+    """The state of checkpoint `step` shaped and sharded like `like_state`, where only the
+    leaves whose names (e.g. 'params/conv/kernel') satisfy `wanted` are read; the others are
+    zeros. A checkpoint written by a version whose state had other leaves elsewhere still
+    restores. Raises like `restore` when a wanted leaf is missing or of another shape."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    leaves = {_leaf_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    item = {name: x for name, x in leaves.items() if wanted(name)}
+    step_dir = os.path.join(str(self._manager.directory), str(step))
+    _verify(step, step_dir)
+    mismatch = self._mismatch(_nested(item), step_dir, only_wanted=True)
+    if mismatch is not None:
+      raise UserInputError(f"The checkpoint of step {step} in {self._manager.directory} does "
+                           f"not match this config ({mismatch}).")
+    try:
+      restored = ocp.PyTreeCheckpointer().restore(
+          os.path.join(step_dir, "state"),
+          args=ocp.args.PyTreeRestore(_nested(item), ocp.checkpoint_utils.construct_restore_args(
+              _nested(item)), partial_restore=True))
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types.
+      raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
+    values = {_leaf_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: values.get(_leaf_name(p)) if wanted(_leaf_name(p))
+        else jax.device_put(jnp.zeros(x.shape, x.dtype), x.sharding), abstract)
+
   @staticmethod
-  def _mismatch(abstract, step_dir: str) -> str | None:
+  def _mismatch(abstract, step_dir: str, only_wanted: bool = False) -> str | None:
     """What differs between the checkpoint's saved tree and `abstract` (leaf paths and
     shapes), or None when they agree or the saved tree cannot be read (then the data is
     what is damaged)."""
@@ -186,7 +227,7 @@ class Checkpointer:
     saved, wanted = _shapes(saved), _shapes(abstract)
     if not saved:
       return None
-    for path in sorted(set(saved) | set(wanted)):
+    for path in sorted(set(wanted) if only_wanted else set(saved) | set(wanted)):
       if saved.get(path) != wanted.get(path):
         return (f"{path}: {saved.get(path, 'absent')} in the checkpoint, "
                 f"{wanted.get(path, 'absent')} in this config")

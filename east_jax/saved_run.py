@@ -1,4 +1,5 @@
-"""A training workdir read back: its saved config and a checkpoint, on one device."""
+"""A training workdir read back, on one device: its saved config and, of a checkpoint, what
+evaluation and export read (so checkpoints of versions whose optimizer state differed load)."""
 
 from typing import Any, NamedTuple
 
@@ -18,8 +19,15 @@ class SavedRun(NamedTuple):
   config: ml_collections.ConfigDict
   ds: Any                 # The dataset the run trained on.
   run: train.Run
-  state: train.TrainState  # On one device.
+  state: train.TrainState  # On one device; optimizer state other than the masks zero.
   mesh: Any               # That device.
+
+
+def _used(leaf: str) -> bool:
+  """Whether a leaf of the train state is one that evaluation and export read: the step,
+  parameters, BatchNorm statistics and masks (the rest of the optimizer state is not)."""
+  parts = leaf.split("/")
+  return parts[0] in ("step", "params", "batch_stats") or "masks" in parts[1:]
 
 
 def load(workdir: str, step: int | None = None) -> SavedRun:
@@ -40,7 +48,7 @@ def load(workdir: str, step: int | None = None) -> SavedRun:
     if step is not None and step not in steps:
       raise UserInputError(f"{workdir!r} has no checkpoint of step {step}; it has steps "
                            f"{', '.join(map(str, steps))}.")
-    state, _ = checkpointer.restore(like, steps[-1] if step is None else step)
+    state = checkpointer.restore_subset(like, steps[-1] if step is None else step, _used)
   finally:
     checkpointer.close()
   return SavedRun(config, ds, run, state, mesh)

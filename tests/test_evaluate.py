@@ -86,3 +86,29 @@ def test_evaluate_command_recalibrates_batch_norm(rigl_run, tmp_path):
   assert metrics["recalibrated_bn_batches"] == 2 and metrics["test_examples"] > 0
   with pytest.raises(UserInputError, match="--recalibrate_bn is a number of training batches"):
     evaluate.evaluate(rigl_run, recalibrate_bn=-1)
+
+
+def test_evaluate_reads_checkpoints_whose_optimizer_state_differs(rigl_run, tmp_path):
+  """A checkpoint written before the optimizer state gained a leaf (here: without the
+  sparsity engine's rng_key) still evaluates; one missing a parameter is a clear error."""
+  from east_jax import checkpointing
+  state = saved_run.load(rigl_run).state
+  opt = state.opt_state
+  older = state.replace(opt_state={"inner_state": opt.inner_state, "masks": opt.masks,
+                                   "step": opt.step})
+  broken = state.replace(params={k: v for k, v in state.params.items() if k != "classifier"})
+  for name, tree in (("older", older), ("broken", broken)):
+    workdir = tmp_path / name
+    workdir.mkdir()
+    (workdir / "config.json").write_text(open(os.path.join(rigl_run, "config.json")).read())
+    checkpointer = checkpointing.Checkpointer(str(workdir), keep=1)
+    checkpointer.save(6, tree, {})
+    checkpointer.wait()
+    checkpointer.close()
+  with pytest.raises(UserInputError, match="opt_state/rng_key: absent in the checkpoint"):
+    checkpointing.Checkpointer(str(tmp_path / "older"), keep=1).restore(state, 6)  # To resume.
+  metrics, _ = evaluate.evaluate(str(tmp_path / "older"))
+  expected, _ = evaluate.evaluate(rigl_run)
+  assert metrics == expected
+  with pytest.raises(UserInputError, match="params/classifier/.*absent in the checkpoint"):
+    evaluate.evaluate(str(tmp_path / "broken"))
