@@ -2,7 +2,10 @@
 
 Train accuracy is the last logged training-mode mean at or before the evaluation step (a
 resumed step counts with its last value). Prints one Markdown row per run and evaluation,
-then how many runs end with test accuracy within --within points of train accuracy.
+then how many runs end with test accuracy within --within points of train accuracy. Where a
+run folder holds `recalibrated_bn.json` (written by `python -m east_jax.evaluate
+--workdir=<run> --recalibrate_bn=50 --json=<run>/recalibrated_bn.json`), the row of that
+checkpoint's step also shows the test accuracy after BatchNorm recalibration.
 
   python -m studies.train_test_gap runs/r34_paper_sparsity [--within=3]
 """
@@ -34,6 +37,19 @@ def evaluations(path: str) -> list[dict]:
   return rows
 
 
+RECALIBRATED = "recalibrated_bn.json"
+
+
+def recalibrated(path: str) -> dict:
+  """{step: test accuracy after BatchNorm recalibration} from the run's RECALIBRATED file."""
+  file = os.path.join(path, RECALIBRATED)
+  if not os.path.exists(file):
+    return {}
+  with open(file) as f:
+    metrics = json.load(f)
+  return {metrics["step"]: metrics["test_accuracy"]}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdirs", nargs="+")
@@ -42,18 +58,21 @@ def main():
   args = parser.parse_args()
   results, _ = report.find_runs(args.workdirs)
   labels = report.variants(results)
-  print("| method | variant | sparsity | run | step | train % | test % | test - train | test loss |")
-  print("|---" * 9 + "|")
+  print("| method | variant | sparsity | run | step | train % | test % | test - train | test loss "
+        "| test % (BN recalibrated) |")
+  print("|---" * 10 + "|")
   level, lagging = 0, []
   for r in sorted(results, key=lambda r: (r.method, labels[id(r)], r.sparsity, r.path)):
     run = os.path.basename(r.path)
-    rows = evaluations(r.path)
+    rows, after = evaluations(r.path), recalibrated(r.path)
     for e in rows:
       train = "-" if e["train_accuracy"] is None else f"{100 * e['train_accuracy']:.1f}"
       gap = ("-" if e["train_accuracy"] is None
              else f"{100 * (e['test_accuracy'] - e['train_accuracy']):+.1f}")
+      recalibrated_test = f"{100 * after[e['step']]:.1f}" if e["step"] in after else "-"
       print(f"| {r.method} | {labels[id(r)] or '-'} | {100 * r.sparsity:g}% | {run} | {e['step']} "
-            f"| {train} | {100 * e['test_accuracy']:.1f} | {gap} | {e['test_loss']:.3g} |")
+            f"| {train} | {100 * e['test_accuracy']:.1f} | {gap} | {e['test_loss']:.3g} "
+            f"| {recalibrated_test} |")
     last = rows[-1] if rows else None
     if last and last["train_accuracy"] is not None:
       if 100 * (last["train_accuracy"] - last["test_accuracy"]) <= args.within:
