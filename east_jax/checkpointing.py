@@ -191,28 +191,32 @@ class Checkpointer:
 
   def restore_subset(self, like_state, step: int, wanted):
     """The state of checkpoint `step` shaped and sharded like `like_state`, where only the
-    leaves whose names (e.g. 'params/conv/kernel') satisfy `wanted` are read; the others are
-    zeros. A checkpoint written by a version whose state had other leaves elsewhere still
-    restores. Raises like `restore` when a wanted leaf is missing or of another shape."""
+    leaves whose names (e.g. 'params/conv/kernel') satisfy `wanted` are restored; the others
+    are zeros. Every file is still verified. A checkpoint written by a version whose state had
+    other leaves elsewhere still restores. Raises like `restore` when a wanted leaf is missing
+    or of another shape."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     leaves = {_leaf_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
     item = {name: x for name, x in leaves.items() if wanted(name)}
     step_dir = os.path.join(str(self._manager.directory), str(step))
     _verify(step, step_dir)
-    mismatch = self._mismatch(_nested(item), step_dir, only_wanted=True)
+    target = _nested(item)
+    mismatch = self._mismatch(target, step_dir, only_wanted=True)
     if mismatch is not None:
       raise UserInputError(f"The checkpoint of step {step} in {self._manager.directory} does "
                            f"not match this config ({mismatch}).")
-    try:
-      restored = ocp.PyTreeCheckpointer().restore(
-          os.path.join(step_dir, "state"),
-          args=ocp.args.PyTreeRestore(_nested(item), ocp.checkpoint_utils.construct_restore_args(
-              _nested(item)), partial_restore=True))
+    checkpointer = ocp.PyTreeCheckpointer()
+    try:  # The files passed _verify: a failure here is the tree's structure, not damage.
+      restored = checkpointer.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+          target, ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
     except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types.
-      raise DamagedCheckpoint(step, _unreadable_file(e, step_dir), _status(e)) from None
+      raise UserInputError(f"The checkpoint of step {step} in {self._manager.directory} cannot "
+                           f"be read into this config's state ({_status(e)}).") from None
+    finally:
+      checkpointer.close()
     values = {_leaf_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: values.get(_leaf_name(p)) if wanted(_leaf_name(p))
+        lambda p, x: values[_leaf_name(p)] if wanted(_leaf_name(p))
         else jax.device_put(jnp.zeros(x.shape, x.dtype), x.sharding), abstract)
 
   @staticmethod

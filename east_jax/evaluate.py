@@ -37,9 +37,12 @@ def recalibrate_batch_norm(p_stats_step, state, ds, config, mesh, num_batches: i
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count(),
                                     num_threads=config.dataset.num_threads)
-  for _ in range(num_batches):
-    state = state.replace(batch_stats=p_stats_step(state, parallel.global_batch(next(batches),
-                                                                                mesh)))
+  try:
+    for _ in range(num_batches):
+      state = state.replace(batch_stats=p_stats_step(state, parallel.global_batch(next(batches),
+                                                                                  mesh)))
+  finally:
+    batches.close()
   return state
 
 

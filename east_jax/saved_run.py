@@ -1,5 +1,6 @@
-"""A training workdir read back, on one device: its saved config and, of a checkpoint, what
-evaluation and export read (so checkpoints of versions whose optimizer state differed load)."""
+"""A training workdir read back, on one device: its saved config and, restored from a
+checkpoint, what evaluation and export use (so checkpoints of versions whose optimizer state
+differed load)."""
 
 from typing import Any, NamedTuple
 

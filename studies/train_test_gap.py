@@ -13,8 +13,10 @@ checkpoint's step also shows the test accuracy after BatchNorm recalibration.
 import argparse
 import json
 import os
+import sys
 
 from east_jax import report
+from east_jax.errors import UserInputError
 
 
 def evaluations(path: str) -> list[dict]:
@@ -47,6 +49,10 @@ def recalibrated(path: str) -> dict:
     return {}
   with open(file) as f:
     metrics = json.load(f)
+  if metrics.get("recalibrated_bn_batches", 0) <= 0 or "test_accuracy" not in metrics:
+    raise UserInputError(f"{file} is not a test evaluation after BatchNorm recalibration: write "
+                         "it with `python -m east_jax.evaluate --workdir=<run> "
+                         "--recalibrate_bn=50 --json=<run>/recalibrated_bn.json`.")
   return {metrics["step"]: metrics["test_accuracy"]}
 
 
@@ -56,7 +62,15 @@ def main():
   parser.add_argument("--within", type=float, default=3.0,
                       help="points of test below train that count as level at the end")
   args = parser.parse_args()
-  results, _ = report.find_runs(args.workdirs)
+  try:
+    print_gaps(args.workdirs, args.within)
+  except (UserInputError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def print_gaps(workdirs: list[str], within: float):
+  results, _ = report.find_runs(workdirs)
   labels = report.variants(results)
   print("| method | variant | sparsity | run | step | train % | test % | test - train | test loss "
         "| test % (BN recalibrated) |")
@@ -75,11 +89,11 @@ def main():
             f"| {recalibrated_test} |")
     last = rows[-1] if rows else None
     if last and last["train_accuracy"] is not None:
-      if 100 * (last["train_accuracy"] - last["test_accuracy"]) <= args.within:
+      if 100 * (last["train_accuracy"] - last["test_accuracy"]) <= within:
         level += 1
       else:
         lagging.append(run)
-  print(f"\n{level} of {level + len(lagging)} runs end with test accuracy within {args.within:g} "
+  print(f"\n{level} of {level + len(lagging)} runs end with test accuracy within {within:g} "
         f"points of train accuracy; lagging: {', '.join(lagging) or 'none'}")
 
 

@@ -84,6 +84,9 @@ def test_evaluate_command_recalibrates_batch_norm(rigl_run, tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   metrics = json.load(open(out))
   assert metrics["recalibrated_bn_batches"] == 2 and metrics["test_examples"] > 0
+  # The recalibrated statistics are the ones evaluated (the checkpoint's give another loss).
+  assert metrics["test_loss"] != pytest.approx(
+      json.load(open(os.path.join(rigl_run, "final_metrics.json")))["test_loss"], rel=1e-6)
   with pytest.raises(UserInputError, match="--recalibrate_bn is a number of training batches"):
     evaluate.evaluate(rigl_run, recalibrate_bn=-1)
 

@@ -214,7 +214,8 @@ def test_train_test_gap_pairs_each_evaluation_with_the_last_train_accuracy(tmp_p
       {"step": 20, "train_accuracy": 0.8, "test_accuracy": 0.78, "test_loss": 0.6}]
   (run / "config.json").write_text(json.dumps({"sparsity": {"method": "rigl", "sparsity": 0.9}}))
   (run / "final_metrics.json").write_text(json.dumps({"test_accuracy": 0.78}))
-  (run / "recalibrated_bn.json").write_text(json.dumps({"step": 20, "test_accuracy": 0.795}))
+  (run / "recalibrated_bn.json").write_text(json.dumps({"step": 20, "test_accuracy": 0.795,
+                                                        "recalibrated_bn_batches": 50}))
   proc = subprocess.run([sys.executable, "-m", "studies.train_test_gap", str(tmp_path),
                          "--within=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
@@ -223,3 +224,9 @@ def test_train_test_gap_pairs_each_evaluation_with_the_last_train_accuracy(tmp_p
                      "| 9 | - |")
   assert rows[2].endswith("| 20 | 80.0 | 78.0 | -2.0 | 0.6 | 79.5 |")  # After recalibration.
   assert "0 of 1 runs end with test accuracy within 1 points" in proc.stdout
+  (run / "recalibrated_bn.json").write_text(json.dumps({"step": 20, "test_accuracy": 0.795,
+                                                        "recalibrated_bn_batches": 0}))
+  proc = subprocess.run([sys.executable, "-m", "studies.train_test_gap", str(tmp_path)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "is not a test evaluation after BatchNorm recalibration" \
+      in proc.stderr and "Traceback" not in proc.stderr
