@@ -55,7 +55,7 @@ def evaluate(workdir: str, split: str = "test", step: int | None = None,
   if recalibrate_bn < 0:
     raise UserInputError(f"--recalibrate_bn is a number of training batches (0: none), "
                          f"got {recalibrate_bn}.")
-  config, ds, run, state, mesh = saved_run.load(workdir, step)
+  config, ds, run, state, mesh = saved_run.load(workdir, step, model_only=True)
   step = int(state.step)
   active = run.plan.hypernet_active(step)
   model = step_programs.sparse_compute_model(run.model, run.spec, state.params,

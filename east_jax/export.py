@@ -185,7 +185,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   try:
-    config, ds, run, state, _ = saved_run.load(FLAGS.workdir)
+    config, ds, run, state, _ = saved_run.load(FLAGS.workdir, model_only=True)
     state = jax.device_get(state)
     arrays, meta = compress(config, run, state)
     size = write(FLAGS.out, arrays, meta)

@@ -1,5 +1,5 @@
-"""A training workdir read back, on one device: its saved config and, restored from a
-checkpoint, what evaluation and export use (so checkpoints of versions whose optimizer state
+"""A training workdir read back, on one device: its saved config and a checkpoint (whole, or
+only what evaluation and export use, so that checkpoints of versions whose optimizer state
 differed load)."""
 
 from typing import Any, NamedTuple
@@ -20,7 +20,7 @@ class SavedRun(NamedTuple):
   config: ml_collections.ConfigDict
   ds: Any                 # The dataset the run trained on.
   run: train.Run
-  state: train.TrainState  # On one device; optimizer state other than the masks zero.
+  state: train.TrainState  # On one device (model_only: optimizer state but the masks zero).
   mesh: Any               # That device.
 
 
@@ -31,8 +31,9 @@ def _used(leaf: str) -> bool:
   return parts[0] in ("step", "params", "batch_stats") or "masks" in parts[1:]
 
 
-def load(workdir: str, step: int | None = None) -> SavedRun:
-  """The run of `workdir` at checkpoint `step` (None: the latest)."""
+def load(workdir: str, step: int | None = None, model_only: bool = False) -> SavedRun:
+  """The run of `workdir` at checkpoint `step` (None: the latest); `model_only` restores only
+  the step, parameters, BatchNorm statistics and masks."""
   config = run_record.load_config(workdir)
   config_validation.validate(config)
   ds = pipeline.load_dataset(config.dataset)
@@ -49,7 +50,11 @@ def load(workdir: str, step: int | None = None) -> SavedRun:
     if step is not None and step not in steps:
       raise UserInputError(f"{workdir!r} has no checkpoint of step {step}; it has steps "
                            f"{', '.join(map(str, steps))}.")
-    state = checkpointer.restore_subset(like, steps[-1] if step is None else step, _used)
+    step = steps[-1] if step is None else step
+    if model_only:
+      state = checkpointer.restore_subset(like, step, _used)
+    else:
+      state, _ = checkpointer.restore(like, step)
   finally:
     checkpointer.close()
   return SavedRun(config, ds, run, state, mesh)
