@@ -110,7 +110,7 @@ def _shapes(tree) -> dict[str, tuple]:
   return {_leaf_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _nested(flat: dict) -> dict:
+def nested(flat: dict) -> dict:
   """{'a/b': x} -> {'a': {'b': x}}."""
   tree = {}
   for name, value in flat.items():
@@ -200,7 +200,7 @@ class Checkpointer:
     item = {name: x for name, x in leaves.items() if wanted(name)}
     step_dir = os.path.join(str(self._manager.directory), str(step))
     _verify(step, step_dir)
-    target = _nested(item)
+    target = nested(item)
     mismatch = self._mismatch(target, step_dir, only_wanted=True)
     if mismatch is not None:
       raise UserInputError(f"The checkpoint of step {step} in {self._manager.directory} does "

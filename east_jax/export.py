@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from east_jax import checkpointing
 from east_jax import cli
 from east_jax import saved_run
 from east_jax.data import pipeline
@@ -116,14 +117,7 @@ def write(path: str, arrays: dict, meta: dict) -> int:
 
 
 def _nest(flat: dict) -> dict:
-  tree = {}
-  for name, value in flat.items():
-    *scopes, leaf = name.split("/")
-    node = tree
-    for s in scopes:
-      node = node.setdefault(s, {})
-    node[leaf] = jnp.asarray(value)
-  return tree
+  return jax.tree.map(jnp.asarray, checkpointing.nested(flat))
 
 
 def load(path: str, sparse_compute: str = "on"):
